@@ -1,0 +1,246 @@
+"""``selective_scan``: the public op. Triton on CUDA, the vectorized chunked PyTorch reference on
+the CPU. Registered with ``torch.library`` (custom ops with
+fake implementations and autograd) so ``torch.compile`` can trace models that call it.
+
+Shapes: u, delta, z (batch, L, D); B, C (batch, L, N); A (D, N) float32; D, delta_bias (D,)
+float32; initial_state (batch, D, N) float32.
+"""
+
+from typing import Optional
+
+import torch
+import triton
+
+from genossm.kernels.scan import triton_scan as K
+from genossm.kernels.scan.reference import selective_scan_ref
+
+TILE = 32  # positions per tile inside a chunk
+
+
+def use_triton(u: torch.Tensor) -> bool:
+    """Triton on CUDA tensors; CPU tensors take the vectorized PyTorch path (the Triton kernels
+    run on the CPU only through ``selective_scan_triton`` under TRITON_INTERPRET=1, for tests)."""
+    return u.is_cuda
+
+
+def default_chunk_size(batch: int, length: int, dim: int, block_d: int) -> int:
+    """Chunks short enough to give the GPU ~8 programs per SM, long enough to keep the saved
+    chunk-start states (batch, L / chunk, D, N) small."""
+    programs_without_chunks = batch * triton.cdiv(dim, block_d)
+    chunks_wanted = max(1, 1056 // programs_without_chunks)
+    chunk = triton.next_power_of_2(triton.cdiv(length, chunks_wanted))
+    return min(max(chunk, 4 * TILE), 4096)
+
+
+def _block_sizes(dim: int, nstate: int):
+    block_n = triton.next_power_of_2(nstate)
+    block_d = max(1, min(triton.next_power_of_2(dim), 256 // block_n, 16))
+    return block_d, block_n
+
+
+def _check(u, delta, A, B, C):
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(f"u and delta must be (batch, L, D) of one shape, got {tuple(u.shape)}, "
+                         f"{tuple(delta.shape)}")
+    if B.shape != C.shape or B.shape[:2] != u.shape[:2] or A.shape != (u.shape[2], B.shape[2]):
+        raise ValueError(f"B, C must be (batch, L, N) and A (D, N); got B {tuple(B.shape)}, "
+                         f"C {tuple(C.shape)}, A {tuple(A.shape)}")
+
+
+def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, softplus, reverse,
+                  chunk, store_ypre, out_dtype):
+    """Launch the three forward kernels. Returns y, ypre (or None), final state, H_in, dtsum."""
+    batch, length, dim = u.shape
+    nstate = A.shape[1]
+    block_d, block_n = _block_sizes(dim, nstate)
+    n_chunks = triton.cdiv(length, chunk)
+    dev = u.device
+    f32 = dict(device=dev, dtype=torch.float32)
+    h_local = torch.empty(batch, n_chunks, dim, nstate, **f32)
+    dtsum = torch.empty(batch, n_chunks, dim, **f32)
+    grid = (batch, triton.cdiv(dim, block_d), n_chunks)
+    common = dict(CHUNK=chunk, T=TILE, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
+                  HAS_BIAS=delta_bias is not None)
+    strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
+    K._chunk_states[grid](u, delta, delta_bias, A, B, None, h_local, dtsum, None,
+                          length, dim, nstate, n_chunks, *strides,
+                          FROM_H0=False, STORE_TILES=False, **common)
+    h_in = torch.empty_like(h_local)
+    final = torch.empty(batch, dim, nstate, **f32)
+    _launch_pass(h_local, dtsum, A, initial_state, h_in, final, backward=False)
+    y = torch.full(u.shape, float("nan"), device=dev, dtype=out_dtype)
+    ypre = torch.full(u.shape, float("nan"), device=dev, dtype=out_dtype) if store_ypre else None
+    K._chunk_scan_fwd[grid](u, delta, delta_bias, A, B, C, D, z, h_in, yadd, ypre, y,
+                            length, dim, nstate, n_chunks, *strides,
+                            HAS_D=D is not None, HAS_Z=z is not None, HAS_YADD=yadd is not None,
+                            STORE_YPRE=store_ypre, **common)
+    return y, ypre, final, h_in, dtsum
+
+
+def _launch_pass(local, dtsum, A, init, out, final, backward):
+    batch, n_chunks, dim, nstate = local.shape
+    block = min(1024, triton.next_power_of_2(dim * nstate))
+    K._pass_states[(batch, triton.cdiv(dim * nstate, block))](
+        local, dtsum, A, init, out, final, dim, nstate, n_chunks,
+        BLOCK=block, BACKWARD=backward, HAS_INIT=init is not None)
+
+
+def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, softplus, reverse,
+                   chunk):
+    """dy: (batch, L, D) float32 gradient of the pre-gate output. Returns du, ddelta (float32),
+    dA, dB, dC (float32), dD, d_initial_state."""
+    batch, length, dim = u.shape
+    nstate = A.shape[1]
+    block_d, block_n = _block_sizes(dim, nstate)
+    n_chunks = h_in.shape[1]
+    n_dblocks = triton.cdiv(dim, block_d)
+    dev = u.device
+    f32 = dict(device=dev, dtype=torch.float32)
+    grid = (batch, n_dblocks, n_chunks)
+    common = dict(CHUNK=chunk, T=TILE, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
+                  HAS_BIAS=delta_bias is not None)
+    strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
+    tile_h = torch.empty(batch, n_chunks, chunk // TILE, dim, nstate, **f32)
+    K._chunk_states[grid](u, delta, delta_bias, A, B, h_in, None, None, tile_h,
+                          length, dim, nstate, n_chunks, *strides,
+                          FROM_H0=True, STORE_TILES=True, **common)
+    g_local = torch.empty(batch, n_chunks, dim, nstate, **f32)
+    K._chunk_adjoints[grid](delta, delta_bias, A, C, dy, g_local, length, dim, nstate, n_chunks,
+                            *strides, **common)
+    g_in = torch.empty_like(g_local)
+    dh0 = torch.empty(batch, dim, nstate, **f32)
+    _launch_pass(g_local, dtsum, A, dfinal, g_in, dh0, backward=True)
+    del g_local
+    du = torch.full(u.shape, float("nan"), device=dev, dtype=u.dtype)
+    ddelta = torch.full(u.shape, float("nan"), **f32)
+    dB_part = torch.full((batch, length, n_dblocks, nstate), float("nan"), **f32)
+    dC_part = torch.full_like(dB_part, float("nan"))
+    dA_part = torch.empty(batch, n_chunks, dim, nstate, **f32)
+    dD_part = torch.empty(batch, n_chunks, dim, **f32)
+    K._chunk_scan_bwd[grid](u, delta, delta_bias, A, B, C, D, dy, tile_h, g_in, du, ddelta,
+                            dB_part, dC_part, dA_part, dD_part,
+                            length, dim, nstate, n_chunks, n_dblocks, *strides,
+                            HAS_D=D is not None, **common)
+    dD = dD_part.sum((0, 1)) if D is not None else None
+    return du, ddelta, dA_part.sum((0, 1)), dB_part.sum(2), dC_part.sum(2), dD, dh0
+
+
+def gate_backward(dout, z, ypre):
+    """Backward of out = ypre * silu(z): returns (dypre float32 contiguous, dz or an empty tensor)."""
+    dout = dout.float()
+    if z is None:
+        return dout.contiguous(), dout.new_empty(0)
+    zf = z.float()
+    sig = torch.sigmoid(zf)
+    dz = (dout * ypre.float() * sig * (1 + zf * (1 - sig))).to(z.dtype)
+    return (dout * zf * sig).contiguous(), dz
+
+
+def _contig(t):
+    return None if t is None else t.contiguous()
+
+
+@torch.library.custom_op("genossm::selective_scan_fwd", mutates_args=())
+def _selective_scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                        C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+                        delta_bias: Optional[torch.Tensor], initial_state: Optional[torch.Tensor],
+                        delta_softplus: bool, reverse: bool, chunk: int
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                   torch.Tensor]:
+    y, ypre, final, h_in, dtsum = _scan_forward(
+        u, delta, A, B, C, D, z, delta_bias, initial_state, None, delta_softplus, reverse, chunk,
+        store_ypre=z is not None, out_dtype=u.dtype)
+    if ypre is None:
+        ypre = u.new_empty(0)
+    return y, ypre, final, h_in, dtsum
+
+
+@_selective_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, chunk):
+    batch, length, dim = u.shape
+    n_chunks = -(-length // chunk)
+    ypre = torch.empty_like(u) if z is not None else u.new_empty(0)
+    return (torch.empty_like(u), ypre, u.new_empty(batch, dim, A.shape[1], dtype=torch.float32),
+            u.new_empty(batch, n_chunks, dim, A.shape[1], dtype=torch.float32),
+            u.new_empty(batch, n_chunks, dim, dtype=torch.float32))
+
+
+@torch.library.custom_op("genossm::selective_scan_bwd", mutates_args=())
+def _selective_scan_bwd(dout: torch.Tensor, dfinal: Optional[torch.Tensor], u: torch.Tensor,
+                        delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                        D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+                        delta_bias: Optional[torch.Tensor], ypre: torch.Tensor,
+                        h_in: torch.Tensor, dtsum: torch.Tensor, delta_softplus: bool,
+                        reverse: bool, chunk: int) -> list[torch.Tensor]:
+    dy, dz = gate_backward(dout, z, ypre)
+    du, ddelta, dA, dB, dC, dD, dh0 = _scan_backward(
+        dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, delta_softplus,
+        reverse, chunk)
+    dbias = ddelta.sum((0, 1)) if delta_bias is not None else u.new_empty(0)
+    if dD is None:
+        dD = u.new_empty(0)
+    return [du, ddelta.to(delta.dtype), dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, dbias, dh0]
+
+
+@_selective_scan_bwd.register_fake
+def _(dout, dfinal, u, delta, A, B, C, D, z, delta_bias, ypre, h_in, dtsum, delta_softplus,
+      reverse, chunk):
+    e = u.new_empty(0)
+    return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A, dtype=torch.float32),
+            torch.empty_like(B), torch.empty_like(C),
+            torch.empty_like(D) if D is not None else e,
+            torch.empty_like(z) if z is not None else e,
+            torch.empty_like(delta_bias) if delta_bias is not None else e,
+            u.new_empty(u.shape[0], u.shape[2], A.shape[1], dtype=torch.float32)]
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, chunk = inputs
+    _y, ypre, _final, h_in, dtsum = output
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ypre, h_in, dtsum)
+    ctx.flags = (delta_softplus, reverse, chunk, initial_state is not None)
+
+
+def _backward(ctx, dy, _dypre, dfinal, _dh_in, _ddtsum):
+    u, delta, A, B, C, D, z, delta_bias, ypre, h_in, dtsum = ctx.saved_tensors
+    softplus, reverse, chunk, has_init = ctx.flags
+    du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = _selective_scan_bwd(
+        dy.contiguous(), None if dfinal is None else dfinal.contiguous(), u, delta, A, B, C, D, z,
+        delta_bias, ypre, h_in, dtsum, softplus, reverse, chunk)
+    return (du, ddelta, dA, dB, dC, dD if D is not None else None, dz if z is not None else None,
+            dbias if delta_bias is not None else None, dh0 if has_init else None,
+            None, None, None)
+
+
+_selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, initial_state=None, return_final_state=False,
+                          reverse=False, chunk_size=None):
+    """The Triton path with an optional explicit chunk size (a multiple of the 32-position tile)."""
+    _check(u, delta, A, B, C)
+    batch, length, dim = u.shape
+    if chunk_size is None:
+        chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A.shape[1])[0])
+    if chunk_size % TILE:
+        raise ValueError(f"chunk_size must be a multiple of {TILE}, got {chunk_size}")
+    y, _ypre, final, _h_in, _dtsum = _selective_scan_fwd(
+        u.contiguous(), delta.contiguous(), A.float().contiguous(), B.contiguous(), C.contiguous(),
+        None if D is None else D.float().contiguous(), _contig(z),
+        None if delta_bias is None else delta_bias.float().contiguous(),
+        None if initial_state is None else initial_state.float().contiguous(),
+        bool(delta_softplus), bool(reverse), int(chunk_size))
+    return (y, final) if return_final_state else y
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   initial_state=None, return_final_state=False, reverse=False):
+    """Selective scan (semantics in ``reference.py``). Returns y in u's dtype, and the final state
+    (batch, D, N) float32 when ``return_final_state``."""
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_final_state,
+            reverse)
+    if use_triton(u):
+        return selective_scan_triton(*args)
+    _check(u, delta, A, B, C)
+    return selective_scan_ref(*args)

@@ -1,0 +1,287 @@
+"""Triton kernels for the chunked selective scan, layout (batch, length, channels).
+
+Forward (per direction; p is the position in processing order, t the memory index):
+  1. ``_chunk_states``   each chunk of CHUNK positions scans from h = 0 and writes its end state;
+  2. ``_pass_states``    a short sequential pass over chunks turns those into each chunk's true
+                         start state H_in (the only thing saved for backward: O(L / CHUNK));
+  3. ``_chunk_scan_fwd`` each chunk re-scans from H_in, tile by tile, and writes y.
+Backward:
+  1. ``_chunk_states``   recomputes the state at every tile start from H_in (a temporary buffer);
+  2. ``_chunk_adjoints`` each chunk runs the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} from zero and
+                         writes its contribution at the chunk start;
+  3. ``_pass_states``    (reversed over chunks) gives the adjoint entering each chunk;
+  4. ``_chunk_scan_bwd`` walks each chunk's tiles in reverse, recomputes h and g inside the tile
+                         with two associative scans, and writes du, ddelta and per-block partials
+                         of dB, dC, dA, dD that torch sums in a fixed order (deterministic).
+Inside a tile, the chunk-state and adjoint kernels need only sums, not scans:
+  h_end = exp(A S_T) h_0 + sum_t exp(A (S_T - S_t)) b_t with S the inclusive cumsum of dt.
+Exponentials are exp2 with A pre-scaled by log2(e). All offsets are int64.
+"""
+
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _affine_combine(a1, b1, a2, b2):
+    # earlier (a1, b1) then later (a2, b2): h -> a2 * (a1 * h + b1) + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _adjoint_combine(a_l, m_l, v_l, a_e, m_e, v_e):
+    # Reverse scan: left = later segment, right = earlier segment. A segment [i..j] is
+    # (a_i, M, V) with g_i = V + M * ghat_{j+1}, ghat = a * g the adjoint handed to h_{t-1}.
+    return a_e, m_e * a_l * m_l, v_e + m_e * a_l * v_l
+
+
+@triton.jit
+def _load_tile(u_ptr, dt_ptr, bias_ptr, B_ptr, bid, p0, L, offs_d, mask_d, offs_n, mask_n,
+               stride_ub, stride_ul, stride_bb, stride_bl,
+               T: tl.constexpr, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
+               HAS_BIAS: tl.constexpr):
+    """Load one tile in processing order: dt (T, BD) fp32 (bias, softplus, masked to 0 past L),
+    u (T, BD) fp32, B (T, BN) fp32, the memory time index (T,) and its mask."""
+    p = p0 + tl.arange(0, T)
+    mask_p = p < L
+    t = (L - 1 - p) if REVERSE else p
+    t = tl.where(mask_p, t, 0).to(tl.int64)
+    m2 = mask_p[:, None] & mask_d[None, :]
+    off_u = bid * stride_ub + t[:, None] * stride_ul + offs_d[None, :]
+    dt = tl.load(dt_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dt += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
+    if SOFTPLUS:
+        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+    dt = tl.where(m2, dt, 0.0)
+    u = tl.load(u_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
+    off_b = bid * stride_bb + t[:, None] * stride_bl + offs_n[None, :]
+    Bt = tl.load(B_ptr + off_b, mask=mask_p[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+    return dt, u, Bt, t, mask_p
+
+
+@triton.jit
+def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum_ptr, tile_h_ptr,
+                  L, D, N, n_chunks,
+                  stride_ub, stride_ul, stride_bb, stride_bl,
+                  CHUNK: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                  REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                  FROM_H0: tl.constexpr, STORE_TILES: tl.constexpr):
+    """Scan one chunk. FROM_H0=False: start at zero, write the end state and sum(dt) per channel.
+    FROM_H0=True, STORE_TILES=True: start at H_in[chunk] and write the state at every tile start."""
+    bid = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    cid = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    offs_n = tl.arange(0, BN)
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0) * LOG2E
+    off_state = ((bid * n_chunks + cid) * D + offs_d[:, None]) * N + offs_n[None, :]
+    if FROM_H0:
+        h = tl.load(h0_ptr + off_state, mask=mask_dn, other=0.0)
+    else:
+        h = tl.zeros((BD, BN), dtype=tl.float32)
+    dt_total = tl.zeros((BD,), dtype=tl.float32)
+    tiles_per_chunk: tl.constexpr = CHUNK // T
+    for k in range(tiles_per_chunk):
+        if STORE_TILES:
+            off_tile = (((bid * n_chunks + cid) * tiles_per_chunk + k) * D + offs_d[:, None]) * N \
+                + offs_n[None, :]
+            tl.store(tile_h_ptr + off_tile, h, mask=mask_dn)
+        dt, u, Bt, t, mask_p = _load_tile(u_ptr, dt_ptr, bias_ptr, B_ptr, bid, cid * CHUNK + k * T,
+                                          L, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                          stride_bb, stride_bl, T, REVERSE, SOFTPLUS, HAS_BIAS)
+        cum = tl.cumsum(dt, axis=0)  # (T, BD)
+        total = tl.sum(dt, axis=0)  # (BD,)
+        decay = tl.exp2((total[None, :] - cum)[:, :, None] * A2[None, :, :])  # (T, BD, BN)
+        b = (dt * u)[:, :, None] * Bt[:, None, :]
+        h = tl.exp2(total[:, None] * A2) * h + tl.sum(decay * b, axis=0)
+        dt_total += total
+    if not FROM_H0:
+        tl.store(hend_ptr + off_state, h, mask=mask_dn)
+        tl.store(dtsum_ptr + (bid * n_chunks + cid) * D + offs_d, dt_total, mask=mask_d)
+
+
+@triton.jit
+def _pass_states(local_ptr, dtsum_ptr, A_ptr, init_ptr, out_ptr, final_ptr, D, N, n_chunks,
+                 BLOCK: tl.constexpr, BACKWARD: tl.constexpr, HAS_INIT: tl.constexpr):
+    """Sequential over chunks: out[c] = carry entering chunk c; carry = decay_c * carry + local[c].
+    Forward runs c = 0..n-1 (states); BACKWARD runs c = n-1..0 (adjoints)."""
+    bid = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < D * N
+    d = offs // N
+    A2 = tl.load(A_ptr + offs, mask=mask, other=0.0) * LOG2E
+    if HAS_INIT:
+        carry = tl.load(init_ptr + bid * D * N + offs, mask=mask, other=0.0)
+    else:
+        carry = tl.zeros((BLOCK,), dtype=tl.float32)
+    for i in range(n_chunks):
+        c = (n_chunks - 1 - i) if BACKWARD else i
+        base = (bid * n_chunks + c) * D * N
+        tl.store(out_ptr + base + offs, carry, mask=mask)
+        s = tl.load(dtsum_ptr + (bid * n_chunks + c) * D + d, mask=mask, other=0.0)
+        carry = tl.exp2(s * A2) * carry + tl.load(local_ptr + base + offs, mask=mask, other=0.0)
+    tl.store(final_ptr + bid * D * N + offs, carry, mask=mask)
+
+
+@triton.jit
+def _chunk_scan_fwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, h_in_ptr,
+                    yadd_ptr, ypre_ptr, y_ptr, L, D, N, n_chunks,
+                    stride_ub, stride_ul, stride_bb, stride_bl,
+                    CHUNK: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                    REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_YADD: tl.constexpr,
+                    STORE_YPRE: tl.constexpr):
+    """y for one chunk from its true start state. yadd (fp32) is added before gating (the other
+    direction of a bidirectional layer); ypre stores the pre-gate sum for the backward pass."""
+    bid = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    cid = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    offs_n = tl.arange(0, BN)
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0) * LOG2E
+    if HAS_D:
+        Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0)
+    off_state = ((bid * n_chunks + cid) * D + offs_d[:, None]) * N + offs_n[None, :]
+    h = tl.load(h_in_ptr + off_state, mask=mask_dn, other=0.0)
+    rows = tl.arange(0, T)
+    for k in range(CHUNK // T):
+        dt, u, Bt, t, mask_p = _load_tile(u_ptr, dt_ptr, bias_ptr, B_ptr, bid, cid * CHUNK + k * T,
+                                          L, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                          stride_bb, stride_bl, T, REVERSE, SOFTPLUS, HAS_BIAS)
+        off_c = bid * stride_bb + t[:, None] * stride_bl + offs_n[None, :]
+        Ct = tl.load(C_ptr + off_c, mask=mask_p[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+        a = tl.exp2(dt[:, :, None] * A2[None, :, :])  # (T, BD, BN)
+        b = (dt * u)[:, :, None] * Bt[:, None, :]
+        cum_a, h_loc = tl.associative_scan((a, b), 0, _affine_combine)
+        hs = h_loc + cum_a * h[None, :, :]
+        y = tl.sum(hs * Ct[:, None, :], axis=2)  # (T, BD)
+        if HAS_D:
+            y += Dskip[None, :] * u
+        off_y = bid * stride_ub + t[:, None] * stride_ul + offs_d[None, :]
+        m2 = mask_p[:, None] & mask_d[None, :]
+        if HAS_YADD:
+            y += tl.load(yadd_ptr + off_y, mask=m2, other=0.0)
+        if STORE_YPRE:
+            tl.store(ypre_ptr + off_y, y.to(ypre_ptr.dtype.element_ty), mask=m2)
+        if HAS_Z:
+            zt = tl.load(z_ptr + off_y, mask=m2, other=0.0).to(tl.float32)
+            y = y * zt * tl.sigmoid(zt)
+        tl.store(y_ptr + off_y, y.to(y_ptr.dtype.element_ty), mask=m2)
+        h = tl.sum(tl.where((rows == T - 1)[:, None, None], hs, 0.0), axis=0)
+
+
+@triton.jit
+def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n_chunks,
+                    stride_ub, stride_ul, stride_bb, stride_bl,
+                    CHUNK: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                    REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """ghat at the chunk start with zero adjoint entering at its end:
+    ghat_start = sum_t exp(A S_t) C_t dy_t (S inclusive cumsum of dt from the chunk start)."""
+    bid = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    cid = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    offs_n = tl.arange(0, BN)
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0) * LOG2E
+    g = tl.zeros((BD, BN), dtype=tl.float32)
+    tiles_per_chunk: tl.constexpr = CHUNK // T
+    for i in range(tiles_per_chunk):
+        k = tiles_per_chunk - 1 - i
+        # u is not needed here: pass dt as u (its load is cheap and cached)
+        dt, _u, Ct, t, mask_p = _load_tile(dt_ptr, dt_ptr, bias_ptr, C_ptr, bid, cid * CHUNK + k * T,
+                                           L, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                           stride_bb, stride_bl, T, REVERSE, SOFTPLUS, HAS_BIAS)
+        m2 = mask_p[:, None] & mask_d[None, :]
+        dy = tl.load(dy_ptr + bid * stride_ub + t[:, None] * stride_ul + offs_d[None, :], mask=m2,
+                     other=0.0)
+        cum = tl.cumsum(dt, axis=0)
+        total = tl.sum(dt, axis=0)
+        decay = tl.exp2(cum[:, :, None] * A2[None, :, :])
+        g = tl.exp2(total[:, None] * A2) * g + tl.sum(decay * dy[:, :, None] * Ct[:, None, :], axis=0)
+    off_state = ((bid * n_chunks + cid) * D + offs_d[:, None]) * N + offs_n[None, :]
+    tl.store(gloc_ptr + off_state, g, mask=mask_dn)
+
+
+@triton.jit
+def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_ptr, tile_h_ptr,
+                    g_in_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr, dD_part_ptr,
+                    L, D, N, n_chunks, n_dblocks,
+                    stride_ub, stride_ul, stride_bb, stride_bl,
+                    CHUNK: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                    REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    HAS_D: tl.constexpr):
+    bid = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    cid = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    offs_n = tl.arange(0, BN)
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0)
+    A2 = A * LOG2E
+    if HAS_D:
+        Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0)
+    off_state = ((bid * n_chunks + cid) * D + offs_d[:, None]) * N + offs_n[None, :]
+    g_next = tl.load(g_in_ptr + off_state, mask=mask_dn, other=0.0)  # ghat entering at chunk end
+    dA_acc = tl.zeros((BD, BN), dtype=tl.float32)
+    dD_acc = tl.zeros((BD,), dtype=tl.float32)
+    rows = tl.arange(0, T)
+    tiles_per_chunk: tl.constexpr = CHUNK // T
+    for i in range(tiles_per_chunk):
+        k = tiles_per_chunk - 1 - i
+        dt, u, Bt, t, mask_p = _load_tile(u_ptr, dt_ptr, bias_ptr, B_ptr, bid, cid * CHUNK + k * T,
+                                          L, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                          stride_bb, stride_bl, T, REVERSE, SOFTPLUS, HAS_BIAS)
+        m2 = mask_p[:, None] & mask_d[None, :]
+        off_u = bid * stride_ub + t[:, None] * stride_ul + offs_d[None, :]
+        off_c = bid * stride_bb + t[:, None] * stride_bl + offs_n[None, :]
+        Ct = tl.load(C_ptr + off_c, mask=mask_p[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + off_u, mask=m2, other=0.0)
+        off_tile = (((bid * n_chunks + cid) * tiles_per_chunk + k) * D + offs_d[:, None]) * N \
+            + offs_n[None, :]
+        h0 = tl.load(tile_h_ptr + off_tile, mask=mask_dn, other=0.0)
+        a = tl.exp2(dt[:, :, None] * A2[None, :, :])  # (T, BD, BN)
+        b = (dt * u)[:, :, None] * Bt[:, None, :]
+        cum_a, h_loc = tl.associative_scan((a, b), 0, _affine_combine)
+        hs = h_loc + cum_a * h0[None, :, :]  # h_t
+        cdy = Ct[:, None, :] * dy[:, :, None]
+        _af, m, v = tl.associative_scan((a, tl.full(a.shape, 1.0, tl.float32), cdy), 0,
+                                        _adjoint_combine, reverse=True)
+        g = v + m * g_next[None, :, :]  # g_t = dL/dh_t
+        g_next = tl.sum(tl.where((rows == 0)[:, None, None], a * g, 0.0), axis=0)
+        dtu = dt * u
+        # per-block partials, summed over blocks by the caller in a fixed order
+        part_off = ((bid * L + t[:, None]) * n_dblocks + pid_d) * N + offs_n[None, :]
+        mpn = mask_p[:, None] & mask_n[None, :]
+        tl.store(dB_part_ptr + part_off, tl.sum(g * dtu[:, :, None], axis=1), mask=mpn)
+        tl.store(dC_part_ptr + part_off, tl.sum(hs * dy[:, :, None], axis=1), mask=mpn)
+        ah = hs - b  # a_t * h_{t-1}, without dividing by a_t
+        du = dt * tl.sum(g * Bt[:, None, :], axis=2)
+        if HAS_D:
+            du += Dskip[None, :] * dy
+            dD_acc += tl.sum(dy * u, axis=0)
+        ddt = tl.sum(g * (Bt[:, None, :] * u[:, :, None] + A[None, :, :] * ah), axis=2)
+        dA_acc += tl.sum(g * dt[:, :, None] * ah, axis=0)
+        if SOFTPLUS:
+            raw = tl.load(dt_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                raw += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
+            ddt = ddt * tl.sigmoid(raw)
+        tl.store(du_ptr + off_u, du.to(du_ptr.dtype.element_ty), mask=m2)
+        tl.store(ddelta_ptr + off_u, ddt, mask=m2)
+    tl.store(dA_part_ptr + off_state, dA_acc, mask=mask_dn)
+    if HAS_D:
+        tl.store(dD_part_ptr + (bid * n_chunks + cid) * D + offs_d, dD_acc, mask=mask_d)

@@ -1,0 +1,115 @@
+import json
+
+import pytest
+import torch
+
+from genossm.model import GenoSSM, GenoSSMConfig
+from genossm.model.conv import anticausal_conv, causal_conv
+from genossm.tokenize import COMPLEMENT, N, PAD
+
+TINY = dict(d_model=32, n_layer=2, d_state=8)
+
+
+def test_forward_shapes_and_hidden_states():
+    torch.manual_seed(0)
+    model = GenoSSM(GenoSSMConfig(**TINY))
+    ids = torch.randint(0, 4, (3, 57))
+    logits = model(ids)
+    assert logits.shape == (3, 57, model.config.vocab_size)
+    logits2, states = model(ids, output_hidden_states=True)
+    assert torch.equal(logits, logits2)
+    assert len(states) == TINY["n_layer"] + 1
+    assert all(s.shape == (3, 57, TINY["d_model"]) for s in states)
+
+
+@pytest.mark.parametrize("length", [1, 9, 131])
+def test_reverse_complement_equivariance_float32(length):
+    torch.manual_seed(length)
+    model = GenoSSM(GenoSSMConfig(**TINY, rc_equivariant=True))
+    ids = torch.randint(0, 4, (2, length))
+    ids[0, length // 2] = N
+    ids[1, -(length // 3 + 1):] = PAD
+    comp = torch.as_tensor(COMPLEMENT).long()
+    logits = model(ids)
+    logits_rc = model(comp[ids].flip(1))
+    expected = logits.flip(1)[..., comp]
+    assert ((logits_rc - expected).norm() / expected.norm()).item() <= 1e-5
+    _, states = model(ids, output_hidden_states=True)
+    assert states[-1].shape[-1] == TINY["d_model"]
+
+
+def test_gradient_reaches_every_parameter():
+    torch.manual_seed(1)
+    model = GenoSSM(GenoSSMConfig(**TINY))
+    model(torch.randint(0, 5, (2, 40))).logsumexp(-1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing
+
+
+def test_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(2)
+    ids = torch.randint(0, 4, (2, 33))
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(3)
+        model = GenoSSM(GenoSSMConfig(**TINY, checkpointing=ckpt)).train()
+        model(ids).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_save_pretrained_and_reload(tmp_path):
+    torch.manual_seed(4)
+    model = GenoSSM(GenoSSMConfig(**TINY, rc_equivariant=True)).eval()
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["d_model"] == 32
+    again = GenoSSM.from_pretrained(tmp_path / "m")
+    ids = torch.randint(0, 7, (1, 25))
+    assert torch.equal(model(ids), again(ids))
+    ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"model": model.config.to_dict()}}
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    assert torch.equal(model(ids), GenoSSM.from_pretrained(tmp_path / "last.ckpt")(ids))
+
+
+def test_from_pretrained_errors(tmp_path):
+    from genossm.errors import GenossmError
+
+    with pytest.raises(GenossmError, match="no such model"):
+        GenoSSM.from_pretrained(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GenossmError, match="config.json"):
+        GenoSSM.from_pretrained(tmp_path / "empty")
+
+
+def test_config_json_round_trip_and_validation():
+    cfg = GenoSSMConfig(d_model=64, n_layer=3, rc_equivariant=True)
+    assert GenoSSMConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="unknown model config keys: bogus"):
+        GenoSSMConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="even d_model"):
+        GenoSSMConfig(d_model=33, rc_equivariant=True)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 16])
+def test_conv_with_halos_equals_whole_sequence(chunk):
+    torch.manual_seed(5)
+    x, w, b = torch.randn(2, 23, 6), torch.randn(6, 4), torch.randn(6)
+    whole_f, whole_r = causal_conv(x, w, b), anticausal_conv(x, w, b)
+    zeros = torch.zeros(2, 3, 6)
+    pad = torch.cat([zeros, x, zeros], dim=1)
+    parts_f, parts_r = [], []
+    for s in range(0, 23, chunk):
+        e = min(s + chunk, 23)
+        parts_f.append(causal_conv(x[:, s:e], w, b, halo_left=pad[:, s:s + 3]))
+        parts_r.append(anticausal_conv(x[:, s:e], w, b, halo_right=pad[:, e + 3:e + 6]))
+    torch.testing.assert_close(torch.cat(parts_f, 1), whole_f)
+    torch.testing.assert_close(torch.cat(parts_r, 1), whole_r)
+    # definition check against conv1d
+    ref = torch.nn.functional.conv1d(torch.nn.functional.pad(x.transpose(1, 2), (3, 0)),
+                                     w[:, None, :], b, groups=6).transpose(1, 2)
+    torch.testing.assert_close(whole_f, ref)
+    ref_r = torch.nn.functional.conv1d(torch.nn.functional.pad(x.flip(1).transpose(1, 2), (3, 0)),
+                                       w[:, None, :], b, groups=6).transpose(1, 2).flip(1)
+    torch.testing.assert_close(whole_r, ref_r)
