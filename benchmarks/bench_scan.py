@@ -19,6 +19,11 @@ import torch
 import triton.testing
 
 from genossm.kernels import bidirectional_selective_scan, selective_scan, selective_scan_ref
+from genossm.kernels.scan.op import TUNING
+
+# (tile, block_d, num_warps, bwd_block_d, bwd_num_warps) tried by --sweep
+SWEEP = [(4, 32, 1, 32, 1), (4, 64, 2, 32, 1), (4, 32, 1, 16, 1), (2, 32, 1, 32, 1),
+         (8, 32, 1, 32, 1), (4, 128, 4, 32, 1), (4, 32, 1, 64, 2)]
 
 
 def bench(fn, reps=20):
@@ -78,6 +83,33 @@ def measure(length, dim, nstate, dev, with_ref):
     return row
 
 
+def sweep(length, dim, nstate, dev):
+    """Time one direction (fwd, fwd+bwd) for each launch configuration in SWEEP."""
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = inputs(length, dim, nstate, dev, gen)
+    z = torch.randn(1, length, dim, device=dev, generator=gen).to(torch.bfloat16)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+    one = lambda t: selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=z,
+                                   delta_bias=t["delta_bias"], delta_softplus=True)
+    gy = torch.randn(1, length, dim, device=dev, generator=gen).to(torch.bfloat16)
+    rows = []
+    for cfg in SWEEP:
+        (TUNING.tile, TUNING.block_d, TUNING.num_warps, TUNING.bwd_block_d,
+         TUNING.bwd_num_warps) = cfg
+        try:
+            fwd = triton.testing.do_bench(lambda: one(x), warmup=10, rep=150, return_mode="median")
+            both = triton.testing.do_bench(
+                lambda: torch.autograd.grad(one(leaves), list(leaves.values()), gy),
+                warmup=10, rep=300, return_mode="median")
+        except Exception as err:  # a configuration the compiler rejects (e.g. out of resources)
+            fwd = both = float("nan")
+            print(f"{cfg}: {type(err).__name__}: {str(err)[:200]}")
+        rows.append({"config": cfg, "fwd_ms": fwd, "fwdbwd_ms": both})
+        print(f"tile/block_d/warps/bwd_block_d/bwd_warps {cfg}: fwd {fwd:.3f} ms  "
+              f"fwd+bwd {both:.3f} ms", flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", default="4096,65536,262144,1048576")
@@ -85,8 +117,14 @@ def main():
     ap.add_argument("--state", type=int, default=16)
     ap.add_argument("--ref-max-length", type=int, default=65536)
     ap.add_argument("--out", default="benchmarks/results/bench_scan.json")
+    ap.add_argument("--sweep", type=int, metavar="L", help="only sweep launch configs at length L")
     args = ap.parse_args()
     dev = torch.device("cuda")
+    if args.sweep:
+        rows = sweep(args.sweep, args.dim, args.state, dev)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).with_suffix(".sweep.json").write_text(json.dumps(rows, indent=1))
+        return
     bw = copy_bandwidth(dev)
     rows = [measure(int(n), args.dim, args.state, dev, int(n) <= args.ref_max_length)
             for n in args.lengths.split(",")]

@@ -7,6 +7,8 @@ import torch
 # Without a GPU, Triton kernels run in the interpreter (must be set before triton.jit runs).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # pytest-xdist runs one worker per core: more intra-op threads only oversubscribe the CPU
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

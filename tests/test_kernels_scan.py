@@ -16,7 +16,7 @@ from genossm.kernels import (
     selective_scan_triton,
 )
 
-CHUNK = 64
+CHUNK = 32
 # relative-norm tolerance by input dtype (bf16/fp16 inputs are rounded before the reference sees them)
 TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
@@ -65,7 +65,8 @@ CASES = [
                          f"-{'rev' if c[4] else 'fwd'}")
 def test_triton_scan_matches_reference(case, device):
     length, dim, nstate, dtype, reverse, use_z, use_D, use_bias, softplus, initial, final = case
-    x = make_inputs(2, length, dim, nstate, dtype, device, seed=length * 31 + dim)
+    batch = 2 if length <= CHUNK + 1 else 1  # the interpreter is slow: long cases use batch 1
+    x = make_inputs(batch, length, dim, nstate, dtype, device, seed=length * 31 + dim)
     opt = dict(D=x["D"] if use_D else None, z=x["z"] if use_z else None,
                delta_bias=x["delta_bias"] if use_bias else None,
                initial_state=x["initial_state"] if initial else None)
@@ -120,7 +121,7 @@ def test_public_op_dispatch_and_shapes(device):
 
 
 def test_backward_is_deterministic(device):
-    x = make_inputs(2, 2 * CHUNK + 3, 20, 16, torch.float32, device, seed=7)
+    x = make_inputs(1, CHUNK + 3, 20, 16, torch.float32, device, seed=7)
     leaves = [x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C", "D")]
     gy = torch.randn(x["u"].shape, generator=torch.Generator().manual_seed(0)).to(device)
 
@@ -200,8 +201,8 @@ def test_million_base_scan_matches_chunked_reference():
 @gpu
 @pytest.mark.gpu
 def test_int64_offsets_beyond_2_pow_31():
-    # batch * L * D = 2^22 * 520 > 2^31: compare the last channels against a run on those alone
-    # (channels are independent), whose offsets are small.
+    # batch * L * D = 2^22 * 520 > 2^31: compare the last 32 channels against a run on those
+    # alone (channels are independent), whose offsets are small.
     length, dim = 1 << 22, 520
     x = make_inputs(1, 16, dim, 4, torch.bfloat16, "cuda", seed=17)
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -211,8 +212,9 @@ def test_int64_offsets_beyond_2_pow_31():
     C = torch.randn(1, length, 4, device="cuda", dtype=torch.bfloat16, generator=g)
     y = selective_scan_triton(u, delta, x["A"], B, C, D=x["D"], delta_softplus=True,
                               chunk_size=4096)
-    tail = slice(dim - 8, dim)
+    tail = slice(dim - 32, dim)
     y_tail = selective_scan_triton(u[..., tail].contiguous(), delta[..., tail].contiguous(),
                                    x["A"][tail].contiguous(), B, C, D=x["D"][tail].contiguous(),
                                    delta_softplus=True, chunk_size=4096)
-    assert torch.equal(y[..., tail], y_tail)
+    # a wrapped 32-bit offset would read other channels' data: far beyond bf16 rounding
+    torch.testing.assert_close(y[..., tail], y_tail, rtol=1e-2, atol=1e-2)

@@ -44,7 +44,7 @@ def _(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, u_r, delta_r, A_r, B_r, C_r, D_r
       delta_softplus, chunk):
     batch, length, dim = u_f.shape
     n_chunks = -(-length // chunk)
-    states = [u_f.new_empty(batch, n_chunks, dim, A_f.shape[1], dtype=torch.float32),
+    states = [u_f.new_empty(batch, n_chunks, A_f.shape[1], dim, dtype=torch.float32),
               u_f.new_empty(batch, n_chunks, dim, dtype=torch.float32)]
     return [torch.empty_like(u_f), torch.empty_like(u_f)] + states + [torch.empty_like(s)
                                                                        for s in states]
@@ -106,7 +106,8 @@ def bidirectional_selective_scan(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f,
         return ((y_f.float() + y_r.float()) * F.silu(z.float())).to(u_f.dtype)
     batch, length, dim = u_f.shape
     if chunk_size is None:
-        chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A_f.shape[1])[0])
+        chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A_f.shape[1])[0],
+                                        u_f.device)
     f32 = [t.float().contiguous() for t in (A_f, D_f, bias_f, A_r, D_r, bias_r)]
     return _bidir_fwd(u_f.contiguous(), delta_f.contiguous(), f32[0], B_f.contiguous(),
                       C_f.contiguous(), f32[1], f32[2], u_r.contiguous(), delta_r.contiguous(),

@@ -6,6 +6,8 @@ Shapes: u, delta, z (batch, L, D); B, C (batch, L, N); A (D, N) float32; D, delt
 float32; initial_state (batch, D, N) float32.
 """
 
+import functools
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -14,7 +16,20 @@ import triton
 from genossm.kernels.scan import triton_scan as K
 from genossm.kernels.scan.reference import selective_scan_ref
 
-TILE = 32  # positions per tile inside a chunk
+
+
+@dataclass
+class ScanTuning:
+    """Launch parameters (measured on an H100 with benchmarks/bench_scan.py --sweep)."""
+
+    tile: int = 4  # positions per tile inside a chunk
+    block_d: int = 32  # channels per program: one lane each, all N states in its registers
+    num_warps: int = 1
+    bwd_block_d: int = 32
+    bwd_num_warps: int = 1
+
+
+TUNING = ScanTuning()
 
 
 def use_triton(u: torch.Tensor) -> bool:
@@ -23,18 +38,28 @@ def use_triton(u: torch.Tensor) -> bool:
     return u.is_cuda
 
 
-def default_chunk_size(batch: int, length: int, dim: int, block_d: int) -> int:
-    """Chunks short enough to give the GPU ~8 programs per SM, long enough to keep the saved
-    chunk-start states (batch, L / chunk, D, N) small."""
+def default_chunk_size(batch: int, length: int, dim: int, block_d: int, device=None) -> int:
+    """Split the sequence so that one wave of one-warp programs fills the GPU (about 24 resident
+    per SM at our register use): more chunks idle nothing, fewer leave SMs empty. A multiple of
+    the tile; the saved chunk-start states (batch, L / chunk, N, D) stay small."""
+    sms = _multiprocessors(device)
     programs_without_chunks = batch * triton.cdiv(dim, block_d)
-    chunks_wanted = max(1, 1056 // programs_without_chunks)
-    chunk = triton.next_power_of_2(triton.cdiv(length, chunks_wanted))
-    return min(max(chunk, 4 * TILE), 4096)
+    chunks_wanted = max(1, sms * 24 // programs_without_chunks)
+    chunk = triton.cdiv(triton.cdiv(length, chunks_wanted), TUNING.tile) * TUNING.tile
+    return max(chunk, 16 * TUNING.tile)
 
 
-def _block_sizes(dim: int, nstate: int):
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device) -> int:
+    if device is None or torch.device(device).type != "cuda":
+        return 132  # H100-sized default (CPU interpreter runs and shape-only tracing)
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _block_sizes(dim: int, nstate: int, block_d_max: int | None = None):
     block_n = triton.next_power_of_2(nstate)
-    block_d = max(1, min(triton.next_power_of_2(dim), 256 // block_n, 16))
+    block_d_max = TUNING.block_d if block_d_max is None else block_d_max
+    block_d = min(triton.next_power_of_2(dim), block_d_max)
     return block_d, block_n
 
 
@@ -56,33 +81,39 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, soft
     n_chunks = triton.cdiv(length, chunk)
     dev = u.device
     f32 = dict(device=dev, dtype=torch.float32)
-    h_local = torch.empty(batch, n_chunks, dim, nstate, **f32)
+    A_t = A.t().contiguous()  # (N, D): kernels keep states channel-contiguous
+    h_local = torch.empty(batch, n_chunks, nstate, dim, **f32)
     dtsum = torch.empty(batch, n_chunks, dim, **f32)
     grid = (batch, triton.cdiv(dim, block_d), n_chunks)
-    common = dict(CHUNK=chunk, T=TILE, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
-                  HAS_BIAS=delta_bias is not None)
+    seq = dict(CHUNK=chunk, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
+               HAS_BIAS=delta_bias is not None, EVEN_N=nstate == block_n,
+               num_warps=TUNING.num_warps)
     strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
-    K._chunk_states[grid](u, delta, delta_bias, A, B, None, h_local, dtsum, None,
+    K._chunk_states[grid](u, delta, delta_bias, A_t, B, None, h_local, dtsum, None,
                           length, dim, nstate, n_chunks, *strides,
-                          FROM_H0=False, STORE_TILES=False, **common)
+                          T=TUNING.tile, FROM_H0=False, STORE_TILES=False, **seq)
     h_in = torch.empty_like(h_local)
-    final = torch.empty(batch, dim, nstate, **f32)
-    _launch_pass(h_local, dtsum, A, initial_state, h_in, final, backward=False)
+    final = _launch_pass(h_local, dtsum, A_t, initial_state, h_in, backward=False)
     y = torch.full(u.shape, float("nan"), device=dev, dtype=out_dtype)
     ypre = torch.full(u.shape, float("nan"), device=dev, dtype=out_dtype) if store_ypre else None
-    K._chunk_scan_fwd[grid](u, delta, delta_bias, A, B, C, D, z, h_in, yadd, ypre, y,
+    K._chunk_scan_fwd[grid](u, delta, delta_bias, A_t, B, C, D, z, h_in, yadd, ypre, y,
                             length, dim, nstate, n_chunks, *strides,
                             HAS_D=D is not None, HAS_Z=z is not None, HAS_YADD=yadd is not None,
-                            STORE_YPRE=store_ypre, **common)
+                            STORE_YPRE=store_ypre, **seq)
     return y, ypre, final, h_in, dtsum
 
 
-def _launch_pass(local, dtsum, A, init, out, final, backward):
-    batch, n_chunks, dim, nstate = local.shape
+def _launch_pass(local, dtsum, A_t, init, out, backward):
+    """Carry states (or adjoints) across chunks. init/returned final: (batch, D, N) float32."""
+    batch, n_chunks, nstate, dim = local.shape
     block = min(1024, triton.next_power_of_2(dim * nstate))
+    if init is not None:
+        init = init.transpose(1, 2).contiguous()
+    final = torch.empty(batch, nstate, dim, device=local.device, dtype=torch.float32)
     K._pass_states[(batch, triton.cdiv(dim * nstate, block))](
-        local, dtsum, A, init, out, final, dim, nstate, n_chunks,
+        local, dtsum, A_t, init, out, final, dim, nstate, n_chunks,
         BLOCK=block, BACKWARD=backward, HAS_INIT=init is not None)
+    return final.transpose(1, 2).contiguous()
 
 
 def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, softplus, reverse,
@@ -91,38 +122,39 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     dA, dB, dC (float32), dD, d_initial_state."""
     batch, length, dim = u.shape
     nstate = A.shape[1]
-    block_d, block_n = _block_sizes(dim, nstate)
+    block_d, block_n = _block_sizes(dim, nstate, TUNING.bwd_block_d)
     n_chunks = h_in.shape[1]
     n_dblocks = triton.cdiv(dim, block_d)
     dev = u.device
     f32 = dict(device=dev, dtype=torch.float32)
     grid = (batch, n_dblocks, n_chunks)
-    common = dict(CHUNK=chunk, T=TILE, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
-                  HAS_BIAS=delta_bias is not None)
+    common = dict(CHUNK=chunk, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
+                  HAS_BIAS=delta_bias is not None, num_warps=TUNING.bwd_num_warps)
+    seq = dict(common, EVEN_N=nstate == block_n)
     strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
-    tile_h = torch.empty(batch, n_chunks, chunk // TILE, dim, nstate, **f32)
-    K._chunk_states[grid](u, delta, delta_bias, A, B, h_in, None, None, tile_h,
+    A_t = A.t().contiguous()
+    tile_h = torch.empty(batch, n_chunks, chunk // TUNING.tile, nstate, dim, **f32)
+    K._chunk_states[grid](u, delta, delta_bias, A_t, B, h_in, None, None, tile_h,
                           length, dim, nstate, n_chunks, *strides,
-                          FROM_H0=True, STORE_TILES=True, **common)
-    g_local = torch.empty(batch, n_chunks, dim, nstate, **f32)
-    K._chunk_adjoints[grid](delta, delta_bias, A, C, dy, g_local, length, dim, nstate, n_chunks,
-                            *strides, **common)
+                          T=TUNING.tile, FROM_H0=True, STORE_TILES=True, **seq)
+    g_local = torch.empty(batch, n_chunks, nstate, dim, **f32)
+    K._chunk_adjoints[grid](delta, delta_bias, A_t, C, dy, g_local, length, dim, nstate, n_chunks,
+                            *strides, **seq)
     g_in = torch.empty_like(g_local)
-    dh0 = torch.empty(batch, dim, nstate, **f32)
-    _launch_pass(g_local, dtsum, A, dfinal, g_in, dh0, backward=True)
+    dh0 = _launch_pass(g_local, dtsum, A_t, dfinal, g_in, backward=True)
     del g_local
     du = torch.full(u.shape, float("nan"), device=dev, dtype=u.dtype)
     ddelta = torch.full(u.shape, float("nan"), **f32)
     dB_part = torch.full((batch, length, n_dblocks, nstate), float("nan"), **f32)
     dC_part = torch.full_like(dB_part, float("nan"))
-    dA_part = torch.empty(batch, n_chunks, dim, nstate, **f32)
+    dA_part = torch.empty(batch, n_chunks, nstate, dim, **f32)
     dD_part = torch.empty(batch, n_chunks, dim, **f32)
-    K._chunk_scan_bwd[grid](u, delta, delta_bias, A, B, C, D, dy, tile_h, g_in, du, ddelta,
+    K._chunk_scan_bwd[grid](u, delta, delta_bias, A_t, B, C, D, dy, tile_h, g_in, du, ddelta,
                             dB_part, dC_part, dA_part, dD_part,
                             length, dim, nstate, n_chunks, n_dblocks, *strides,
-                            HAS_D=D is not None, **common)
+                            T=TUNING.tile, HAS_D=D is not None, **common)
     dD = dD_part.sum((0, 1)) if D is not None else None
-    return du, ddelta, dA_part.sum((0, 1)), dB_part.sum(2), dC_part.sum(2), dD, dh0
+    return du, ddelta, dA_part.sum((0, 1)).t(), dB_part.sum(2), dC_part.sum(2), dD, dh0
 
 
 def gate_backward(dout, z, ypre):
@@ -161,7 +193,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, revers
     n_chunks = -(-length // chunk)
     ypre = torch.empty_like(u) if z is not None else u.new_empty(0)
     return (torch.empty_like(u), ypre, u.new_empty(batch, dim, A.shape[1], dtype=torch.float32),
-            u.new_empty(batch, n_chunks, dim, A.shape[1], dtype=torch.float32),
+            u.new_empty(batch, n_chunks, A.shape[1], dim, dtype=torch.float32),
             u.new_empty(batch, n_chunks, dim, dtype=torch.float32))
 
 
@@ -222,9 +254,10 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     _check(u, delta, A, B, C)
     batch, length, dim = u.shape
     if chunk_size is None:
-        chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A.shape[1])[0])
-    if chunk_size % TILE:
-        raise ValueError(f"chunk_size must be a multiple of {TILE}, got {chunk_size}")
+        chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A.shape[1])[0],
+                                        u.device)
+    if chunk_size % TUNING.tile:
+        raise ValueError(f"chunk_size must be a multiple of {TUNING.tile}, got {chunk_size}")
     y, _ypre, final, _h_in, _dtsum = _selective_scan_fwd(
         u.contiguous(), delta.contiguous(), A.float().contiguous(), B.contiguous(), C.contiguous(),
         None if D is None else D.float().contiguous(), _contig(z),
