@@ -27,6 +27,9 @@ from genossm.errors import GenossmError
 KEY = ["chrom", "pos", "ref", "alt"]
 # predict table columns that are not scores
 NON_SCORE = {"chrom", "pos", "ref", "alt", "id", "status", "label"}
+# where variants that matter should fall for the scores genossm predict writes: a disruptive
+# variant makes the alt allele less likely (llr < 0) and moves the embedding (larger distance)
+EXPECTED_DIRECTION = {"llr": "lower", "cosine_distance": "higher"}
 
 
 # ---------------------------------------------------------------- reading
@@ -184,14 +187,23 @@ class Separation:
     auc: float  # P(positive scores higher than negative)
 
     @property
+    def direction_from(self) -> str:
+        """'definition' for genossm's own scores, 'data' for others (then a chance-level score
+        still looks a little better than 0.5)."""
+        return "definition" if self.score in EXPECTED_DIRECTION else "data"
+
+    @property
     def direction(self) -> str:
-        """Which side the positives sit on: 'higher' or 'lower'."""
+        """Where positives are expected: 'lower' or 'higher' scores."""
+        if self.score in EXPECTED_DIRECTION:
+            return EXPECTED_DIRECTION[self.score]
         return "higher" if self.auc >= 0.5 else "lower"
 
     @property
     def separation_auc(self) -> float:
-        """AUC with the score oriented towards the positives: 0.5 is chance, 1.0 perfect."""
-        return max(self.auc, 1 - self.auc)
+        """AUC of the score oriented by ``direction``: 0.5 is chance, 1.0 perfect separation,
+        below 0.5 the wrong way round."""
+        return self.auc if self.direction == "higher" else 1 - self.auc
 
 
 def usable(df: pd.DataFrame) -> pd.DataFrame:
@@ -331,8 +343,10 @@ def write_report(
     """Draw every figure the given inputs allow into ``out_dir`` (created; replaced atomically).
 
     Files (only those whose inputs were given): ``training.png``; ``scores.png``;
-    with labels also ``roc.png`` and ``separation.tsv`` (score, n_pos, n_neg, auc, direction,
-    separation_auc); ``embeddings.png``; always ``index.html`` linking them. Returns their paths.
+    with labels also ``roc.png`` and ``separation.tsv`` (score, n_pos, n_neg, auc = P(positive
+    scores higher), direction where positives are expected, direction_from ``definition`` or
+    ``data``, separation_auc = auc oriented that way); ``embeddings.png``; always ``index.html``
+    linking them. Returns their paths.
     """
     from genossm.utils.atomic import atomic_output
 
@@ -368,8 +382,8 @@ def write_report(
                 seps = separations(table)
                 plot_roc(table, seps, tmp / "roc.png", title=title)
                 pd.DataFrame(
-                    [(s.score, s.n_pos, s.n_neg, s.auc, s.direction, s.separation_auc) for s in seps],
-                    columns=["score", "n_pos", "n_neg", "auc", "direction", "separation_auc"],
+                    [(s.score, s.n_pos, s.n_neg, s.auc, s.direction, s.direction_from, s.separation_auc) for s in seps],
+                    columns=["score", "n_pos", "n_neg", "auc", "direction", "direction_from", "separation_auc"],
                 ).to_csv(tmp / "separation.tsv", sep="\t", index=False, float_format="%.6g")
                 text = "; ".join(f"{s.score}: AUC {s.separation_auc:.3f} ({flag} {s.direction})" for s in seps)
                 sections.append((f"Separation of {flag} variants", "roc.png", text))

@@ -155,3 +155,20 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, case, message):
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_separation_is_oriented_by_the_score_definition(tmp_path):
+    rng = np.random.default_rng(3)
+    df = demo_scores(rng)
+    motif = df["llr"] < -1.5  # roughly the MOTIF rows (demo_scores puts them lower)
+    df["llr"] = -df["llr"]  # a model that gets it backwards: motif variants now score higher
+    df["my_score"] = rng.normal(size=len(df)) + motif * 2.0
+    df.to_parquet(tmp_path / "scores.parquet")
+    write_report(tmp_path / "out", scores=tmp_path / "scores.parquet", labels=DEMO_VCF)
+    sep = pd.read_csv(tmp_path / "out/separation.tsv", sep="\t").set_index("score")
+    # llr is defined "lower = disruptive": the backwards model is below chance, not flipped
+    assert sep.loc["llr", "direction"] == "lower" and sep.loc["llr", "direction_from"] == "definition"
+    assert sep.loc["llr", "separation_auc"] < 0.1
+    # an unknown score is oriented by the data, and says so
+    assert sep.loc["my_score", "direction_from"] == "data" and sep.loc["my_score", "direction"] == "higher"
+    assert sep.loc["my_score", "separation_auc"] > 0.8

@@ -150,3 +150,22 @@ def test_failed_rules_leave_no_output_snakemake_takes_as_complete(run_copy):
     todo = job_counts(snakemake(run_copy, "-n", *configs).stdout)
     assert todo == {"train": 1, "predict": 3, "embed": 1, "report_training": 1, "report_variants": 3,
                     "report_regions": 1, "all": 1}
+
+
+def test_raising_max_steps_resumes_the_finished_training_run(run_copy):
+    """The train rule resumes from checkpoints/last.ckpt: more steps continue the same run."""
+    settings = yaml.safe_load((run_copy / "workflows/config/train/demo.yaml").read_text())
+    more = settings["trainer"]["max_steps"] + 5
+    (run_copy / "extra.yaml").write_text(yaml.safe_dump({"models": {"demo_tiny": {
+        "overrides": {"trainer.max_steps": more}}}}))
+    configs = ["--configfile", "workflows/config/config.yaml", "extra.yaml"]
+    out = snakemake(run_copy, "--cores", "2", *configs).stdout
+    assert job_counts(out) == {"train": 1, "predict": 1, "embed": 1, "report_training": 1, "report_variants": 1,
+                               "report_regions": 1, "all": 1}
+    log = (run_copy / "results/logs/train/demo_tiny.log").read_text()
+    assert "resuming with changed settings: trainer.max_steps" in log, log[-2000:]
+    ckpt = torch.load(run_copy / MODEL / "checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == more
+    steps = pd.read_csv(run_copy / MODEL / "logs/csv/version_1/metrics.csv")["step"]
+    assert steps.min() >= settings["trainer"]["max_steps"] - 1  # continued, did not start over
+    assert "Nothing to be done" in snakemake(run_copy, "-n", *configs).stdout

@@ -30,7 +30,7 @@ pytestmark = [
 
 LOCAL_CLUSTER = [
     "--slurm-no-account", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-    "--latency-wait", "5", "--jobs", "2",
+    "--latency-wait", "5", "--jobs", "4", "--seconds-between-status-checks", "2",
     "--default-resources", "slurm_partition=debug", "mem_mb=2000", "runtime=30",
     "--set-resources", "train:mem_mb=4000", "predict:mem_mb=4000", "embed:mem_mb=4000",
 ]

@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "genossm.cli.train:train",
     "predict": "genossm.cli.predict:predict",
     "embed": "genossm.cli.embed:embed",
+    "evaluate": "genossm.cli.evaluate:evaluate",
     "report": "genossm.cli.report:report",
 }
 

@@ -20,14 +20,20 @@ import torch
 import torch.nn.functional as F
 
 
-def _prepare(u, delta, delta_bias, delta_softplus):
+def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, initial_state):
+    """Upcast to the accumulation dtype; returns (dt, u, A, B, C, h0) with h0 (b, d, n)."""
     acc = torch.float64 if u.dtype == torch.float64 else torch.float32
     dt = delta.to(acc)
     if delta_bias is not None:
         dt = dt + delta_bias.to(acc)
     if delta_softplus:
         dt = F.softplus(dt)
-    return acc, dt
+    batch, _, dim = u.shape
+    if initial_state is None:
+        h0 = torch.zeros(batch, dim, A.shape[1], dtype=acc, device=u.device)
+    else:
+        h0 = initial_state.to(acc)
+    return dt, u.to(acc), A.to(acc), B.to(acc), C.to(acc), h0
 
 
 def _finish(y, u, D, z, out_dtype):
@@ -41,12 +47,8 @@ def _finish(y, u, D, z, out_dtype):
 def selective_scan_naive(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                          initial_state=None, return_final_state=False, reverse=False):
     """One step per position. u, delta, z: (b, L, d); B, C: (b, L, n); A: (d, n)."""
-    acc, dt = _prepare(u, delta, delta_bias, delta_softplus)
-    uu, BB, CC, AA = u.to(acc), B.to(acc), C.to(acc), A.to(acc)
+    dt, uu, AA, BB, CC, h = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, initial_state)
     batch, length, dim = u.shape
-    h = torch.zeros(batch, dim, A.shape[1], dtype=acc, device=u.device)
-    if initial_state is not None:
-        h = initial_state.to(acc)
     ys = [None] * length
     order = range(length - 1, -1, -1) if reverse else range(length)
     for t in order:
@@ -54,7 +56,7 @@ def selective_scan_naive(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         h = a * h + (dt[:, t] * uu[:, t])[:, :, None] * BB[:, t, None, :]
         ys[t] = (h * CC[:, t, None, :]).sum(-1)
     y = _finish(torch.stack(ys, dim=1), uu, D, z, u.dtype)
-    return (y, h.float() if acc == torch.float32 else h) if return_final_state else y
+    return (y, h if h.dtype == torch.float64 else h.float()) if return_final_state else y
 
 
 def _scan_pairs(a, b):
@@ -72,17 +74,13 @@ def _scan_pairs(a, b):
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       initial_state=None, return_final_state=False, reverse=False, chunk_size=64):
+                       initial_state=None, return_final_state=False, reverse=False, chunk_size=16):
     """Chunked, vectorized reference with the same semantics as :func:`selective_scan_naive`.
 
     Memory is O(batch * chunk_size * d * n) per chunk (plus autograd's saved tensors).
     """
-    acc, dt = _prepare(u, delta, delta_bias, delta_softplus)
-    uu, BB, CC, AA = u.to(acc), B.to(acc), C.to(acc), A.to(acc)
+    dt, uu, AA, BB, CC, h = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, initial_state)
     batch, length, dim = u.shape
-    h = torch.zeros(batch, dim, A.shape[1], dtype=acc, device=u.device)
-    if initial_state is not None:
-        h = initial_state.to(acc)
     starts = list(range(0, length, chunk_size))
     if reverse:
         starts.reverse()
@@ -103,4 +101,4 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         ys.reverse()
     y = torch.cat(ys, dim=1) if ys else uu.new_zeros(batch, 0, dim)
     y = _finish(y, uu, D, z, u.dtype)
-    return (y, h.float() if acc == torch.float32 else h) if return_final_state else y
+    return (y, h if h.dtype == torch.float64 else h.float()) if return_final_state else y

@@ -1,20 +1,25 @@
 """Triton kernels for the chunked selective scan, layout (batch, length, channels).
 
-Forward (per direction; p is the position in processing order, t the memory index):
-  1. ``_chunk_states``   each chunk of CHUNK positions scans from h = 0 and writes its end state;
+Grid: (batch, channel blocks, chunks). One lane owns one channel and keeps all N of its states in
+registers; a program walks its chunk position by position (the only loop-carried dependency is
+one FMA per state), and chunks run in parallel. p is the position in processing order, t the
+memory index (t = L-1-p for the reverse direction: no flipped copies).
+
+Forward:
+  1. ``_chunk_states``   each chunk scans from h = 0 and writes its end state and sum(dt);
   2. ``_pass_states``    a short sequential pass over chunks turns those into each chunk's true
-                         start state H_in (the only thing saved for backward: O(L / CHUNK));
-  3. ``_chunk_scan_fwd`` each chunk re-scans from H_in, tile by tile, and writes y.
+                         start state H_in (the only state saved for backward: O(L / CHUNK));
+  3. ``_chunk_scan_fwd`` each chunk re-scans from H_in and writes y.
 Backward:
-  1. ``_chunk_states``   recomputes the state at every tile start from H_in (a temporary buffer);
-  2. ``_chunk_adjoints`` each chunk runs the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} from zero and
+  1. ``_chunk_states``   recomputes the state at every T-position tile start from H_in (a
+                         temporary buffer);
+  2. ``_chunk_adjoints`` each chunk walks ghat_t = a_t (C_t dy_t + ghat_{t+1}) back from zero and
                          writes its contribution at the chunk start;
   3. ``_pass_states``    (reversed over chunks) gives the adjoint entering each chunk;
-  4. ``_chunk_scan_bwd`` walks each chunk's tiles in reverse, recomputes h and g inside the tile
-                         with two associative scans, and writes du, ddelta and per-block partials
-                         of dB, dC, dA, dD that torch sums in a fixed order (deterministic).
-Inside a tile, the chunk-state and adjoint kernels need only sums, not scans:
-  h_end = exp(A S_T) h_0 + sum_t exp(A (S_T - S_t)) b_t with S the inclusive cumsum of dt.
+  4. ``_chunk_scan_bwd`` walks each chunk's tiles in reverse, recomputes h and g = dL/dh inside a
+                         tile with two associative scans (never dividing by a_t), and writes du,
+                         ddelta and per-block partials of dB, dC, dA, dD that torch sums in a fixed
+                         order (deterministic, no atomics).
 Exponentials are exp2 with A pre-scaled by log2(e). All offsets are int64. A and every state
 tensor are stored (N, D) with channels contiguous, so each lane owns one channel and holds all of
 its N states in registers: sums over N never leave the thread.
@@ -40,7 +45,7 @@ def _adjoint_combine(a_l, m_l, v_l, a_e, m_e, v_e):
 
 
 @triton.jit
-def _load_tile(u_ptr, dt_ptr, bias_ptr, B_ptr, bid, p0, L, offs_d, mask_d, offs_n, mask_n,
+def _load_tile(u_ptr, dt_ptr, bias, B_ptr, bid, p0, L, offs_d, mask_d, offs_n, mask_n,
                stride_ub, stride_ul, stride_bb, stride_bl,
                T: tl.constexpr, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
                HAS_BIAS: tl.constexpr):
@@ -54,7 +59,7 @@ def _load_tile(u_ptr, dt_ptr, bias_ptr, B_ptr, bid, p0, L, offs_d, mask_d, offs_
     off_u = bid * stride_ub + t[:, None] * stride_ul + offs_d[None, :]
     dt = tl.load(dt_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        dt += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
+        dt += bias[None, :]
     if SOFTPLUS:
         dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
     dt = tl.where(m2, dt, 0.0)
@@ -62,6 +67,26 @@ def _load_tile(u_ptr, dt_ptr, bias_ptr, B_ptr, bid, p0, L, offs_d, mask_d, offs_
     off_b = bid * stride_bb + t[:, None] * stride_bl + offs_n[None, :]
     Bt = tl.load(B_ptr + off_b, mask=mask_p[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
     return dt, u, Bt, t, mask_p
+
+
+@triton.jit
+def _program_block(A_ptr, bias_ptr, D, N, n_chunks, BD: tl.constexpr, BN: tl.constexpr,
+                   HAS_BIAS: tl.constexpr):
+    """This program's (batch, channel block, chunk) and what every kernel loads first: channel
+    and state offsets and masks, A (BN, BD), delta_bias (BD,) and the offsets of its chunk's
+    (N, D) state slot."""
+    bid = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    cid = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    offs_n = tl.arange(0, BN)
+    mask_n = offs_n < N
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    A = tl.load(A_ptr + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else 0.0
+    off_state = ((bid * n_chunks + cid) * N + offs_n[:, None]) * D + offs_d[None, :]
+    return bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state
 
 
 @triton.jit
@@ -109,17 +134,9 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
     channel and all its states). FROM_H0=False: start at zero, write the end state and sum(dt)
     per channel. FROM_H0=True, STORE_TILES=True: start at H_in[chunk], write the state at every
     T-position tile start (for the backward pass)."""
-    bid = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    cid = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
-    offs_n = tl.arange(0, BN)
-    mask_n = offs_n < N
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    A2 = tl.load(A_ptr + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0) * LOG2E
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else 0.0
-    off_state = ((bid * n_chunks + cid) * N + offs_n[:, None]) * D + offs_d[None, :]
+    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state = _program_block(
+        A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
+    A2 = A * LOG2E
     if FROM_H0:
         h = tl.load(h0_ptr + off_state, mask=mask_nd, other=0.0)
     else:
@@ -178,18 +195,10 @@ def _chunk_scan_fwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_p
     """y for one chunk from its true start state, position by position: one exp per state, the
     only loop-carried dependency one FMA. yadd (fp32) is added before gating (the other direction
     of a bidirectional layer); ypre stores the pre-gate sum for the backward pass."""
-    bid = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    cid = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
-    offs_n = tl.arange(0, BN)
-    mask_n = offs_n < N
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    A2 = tl.load(A_ptr + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0) * LOG2E
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else 0.0
+    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state = _program_block(
+        A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
+    A2 = A * LOG2E
     Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0) if HAS_D else 0.0
-    off_state = ((bid * n_chunks + cid) * N + offs_n[:, None]) * D + offs_d[None, :]
     h = tl.load(h_in_ptr + off_state, mask=mask_nd, other=0.0)
     for i in range(CHUNK):
         dt, u, Bt, row, m, brow = _load_step(
@@ -216,16 +225,9 @@ def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n
                   EVEN_N: tl.constexpr):
     """ghat = a_t (C_t dy_t + ghat) walked from the chunk end to its start from zero: the
     chunk's contribution to the adjoint handed to the previous chunk."""
-    bid = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    cid = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
-    offs_n = tl.arange(0, BN)
-    mask_n = offs_n < N
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    A2 = tl.load(A_ptr + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0) * LOG2E
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else 0.0
+    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state = _program_block(
+        A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
+    A2 = A * LOG2E
     g = tl.zeros((BN, BD), dtype=tl.float32)
     for i in range(CHUNK):
         # C plays B's part in the step loader; dy stands in for u
@@ -234,7 +236,6 @@ def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n
             offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS,
             HAS_BIAS, EVEN_N)
         g = tl.exp2(dt[None, :] * A2) * (Ct[:, None] * dy[None, :] + g)
-    off_state = ((bid * n_chunks + cid) * N + offs_n[:, None]) * D + offs_d[None, :]
     tl.store(gloc_ptr + off_state, g, mask=mask_nd)
 
 
@@ -246,19 +247,11 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
                     CHUNK: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                     REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                     HAS_D: tl.constexpr):
-    bid = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    cid = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
-    offs_n = tl.arange(0, BN)
-    mask_n = offs_n < N
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    A = tl.load(A_ptr + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
+    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state = _program_block(
+        A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
     A2 = A * LOG2E
     if HAS_D:
         Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0)
-    off_state = ((bid * n_chunks + cid) * N + offs_n[:, None]) * D + offs_d[None, :]
     g_next = tl.load(g_in_ptr + off_state, mask=mask_nd, other=0.0)  # ghat entering at chunk end
     dA_acc = tl.zeros((BN, BD), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
@@ -266,7 +259,7 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
     tiles_per_chunk: tl.constexpr = CHUNK // T
     for i in range(tiles_per_chunk):
         k = tiles_per_chunk - 1 - i
-        dt, u, Bt, t, mask_p = _load_tile(u_ptr, dt_ptr, bias_ptr, B_ptr, bid, cid * CHUNK + k * T,
+        dt, u, Bt, t, mask_p = _load_tile(u_ptr, dt_ptr, bias, B_ptr, bid, cid * CHUNK + k * T,
                                           L, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul,
                                           stride_bb, stride_bl, T, REVERSE, SOFTPLUS, HAS_BIAS)
         m2 = mask_p[:, None] & mask_d[None, :]
@@ -302,7 +295,7 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
         if SOFTPLUS:
             raw = tl.load(dt_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
             if HAS_BIAS:
-                raw += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
+                raw += bias[None, :]
             ddt = ddt * tl.sigmoid(raw)
         tl.store(du_ptr + off_u, du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddelta_ptr + off_u, ddt, mask=m2)

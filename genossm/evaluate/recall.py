@@ -1,0 +1,220 @@
+"""Long-range recall: does the model carry information across up to millions of bases?
+
+For each seed: train a small GenoSSM on recall sequences (``genossm.evaluate.recall_task``) no
+longer than ``train_length`` (lengths drawn log-uniformly from ``min_train_length``, pair and query
+anywhere, forward and mirror cases mixed in every batch), then, without retraining, predict the
+masked value of fresh sequences of each evaluation length with the pair at the far end. Baselines
+in the same run: chance (1/4 per base, 4^-v per whole value) and the same model given only the
+query's neighbourhood (``neighbourhood`` bases each side of the masked value, so the key is visible
+but the pair is not): that one must sit at chance, or the task leaks information locally.
+
+Metrics per (seed, direction, length): per-base accuracy, exact match of the whole value, and
+cross-entropy in bits per base (over A/C/G/T). ``run_recall`` returns them JSON-ready.
+"""
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from genossm.errors import GenossmError
+from genossm.evaluate.recall_task import MAX_KEY_LENGTH, make_batch, make_key, min_length, neighbourhood_crop
+from genossm.model import GenoSSM, GenoSSMConfig
+from genossm.score.passes import autocast_dtype, resolve_device
+from genossm.tokenize import decode
+from genossm.train.module import warmup_cosine
+
+log = logging.getLogger("genossm.evaluate")
+
+DIRECTIONS = ("forward", "mirror")
+TOKENS_PER_BATCH = {"cuda": 1 << 22, "cpu": 1 << 15}  # evaluation tokens per forward pass
+_TRAIN, _EVAL, _KEY = 0, 1, 2  # random streams of a seed
+
+
+@dataclass
+class RecallConfig:
+    key_length: int = 16  # >= 16: a shorter key recurs by chance in 4M random bases
+    value_length: int = 8
+    train_length: int = 8192  # longest training sequence
+    min_train_length: int = 256
+    lengths: tuple = (8192, 65536, 1_048_576, 4_194_304)  # evaluation lengths
+    directions: tuple = DIRECTIONS
+    seeds: tuple = (0, 1, 2)
+    steps: int = 4000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    d_model: int = 64
+    n_layer: int = 2
+    examples: int = 64  # evaluation sequences per (seed, direction, length)
+    neighbourhood: int = 1024  # bases each side of the masked value in the truncated baseline
+    tokens_per_batch: int | None = None  # evaluation batch size in tokens [4M on GPU, 32k on CPU]
+
+    @classmethod
+    def smoke(cls) -> "RecallConfig":
+        """Tiny sizes for a CPU run of the whole pipeline in well under a minute (not a measurement)."""
+        return cls(train_length=512, min_train_length=128, lengths=(512, 2048, 8192), seeds=(0, 1), steps=30,
+                   batch_size=8, lr=3e-3, warmup_steps=5, d_model=16, n_layer=2, examples=4, value_length=4,
+                   neighbourhood=64)
+
+    def check(self):
+        """Raise GenossmError naming the first bad setting."""
+        if not 16 <= self.key_length <= MAX_KEY_LENGTH:
+            _bad("key_length", f"must be in [16, {MAX_KEY_LENGTH}] (shorter keys recur by chance in 4M bases), "
+                               f"got {self.key_length}")
+        for name in ("value_length", "steps", "batch_size", "d_model", "n_layer", "examples", "min_train_length"):
+            if getattr(self, name) < 1:
+                _bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if not self.lengths or not self.seeds or not self.directions:
+            _bad("lengths/seeds/directions", "need at least one of each")
+        if set(self.directions) - set(DIRECTIONS) or len(set(self.directions)) < len(self.directions):
+            _bad("directions", f"must be distinct values of {', '.join(DIRECTIONS)}, got {list(self.directions)}")
+        if len(self.directions) == 2 and self.batch_size < 2:
+            _bad("batch_size", "must be >= 2 to train both directions")
+        span = self.key_length + self.value_length
+        if self.min_train_length < min_length(span, "anywhere") or self.min_train_length > self.train_length:
+            _bad("min_train_length", f"must be in [{min_length(span, 'anywhere')}, train_length], "
+                                     f"got {self.min_train_length}")
+        if self.neighbourhood < self.key_length:
+            _bad("neighbourhood", f"must be >= key_length so the truncated baseline sees the query's key, "
+                                  f"got {self.neighbourhood}")
+        shortest = min_length(span, "far")
+        for length in self.lengths:
+            if length < shortest:
+                _bad("lengths", f"{length} is shorter than {shortest}, the least that holds a far pair and query")
+        if self.lr <= 0 or self.warmup_steps < 0:
+            _bad("lr/warmup_steps", "lr must be > 0 and warmup_steps >= 0")
+
+
+def _bad(name, problem):
+    raise GenossmError(problem, where=f"recall setting {name}")
+
+
+def run_recall(config: RecallConfig, device=None, precision: str = "auto", progress: bool = True) -> dict:
+    """Train and evaluate one model per seed; returns {"config", "training", "results", "summary"}."""
+    config.check()
+    device = resolve_device(device)
+    dtype = autocast_dtype(precision, device)
+    tokens_per_batch = config.tokens_per_batch or TOKENS_PER_BATCH.get(device.type, TOKENS_PER_BATCH["cpu"])
+    training, results = [], []
+    for seed in config.seeds:
+        key = make_key(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY,))), config.key_length)
+        start = time.perf_counter()
+        model, final_loss = train_recall_model(config, key, seed, device, dtype, progress)
+        training.append({"seed": seed, "key": decode(key), "final_train_loss": final_loss,
+                         "train_seconds": time.perf_counter() - start})
+        log.info(f"recall seed {seed}: trained {config.steps} steps in {training[-1]['train_seconds']:.0f} s, "
+                 f"final loss {final_loss:.3f} nats")
+        model.eval()
+        for li, length in enumerate(config.lengths):
+            for direction in config.directions:
+                rng = np.random.default_rng(np.random.SeedSequence(
+                    seed, spawn_key=(_EVAL, li, DIRECTIONS.index(direction))))
+                row = evaluate_recall(model, config, key, rng, length, direction == "mirror", device, dtype,
+                                      tokens_per_batch)
+                results.append({"seed": seed, "direction": direction, "length": length, **row})
+                log.info(f"recall seed {seed} {direction} {length:,}: accuracy {row['accuracy']:.4f}, "
+                         f"truncated {row['truncated_accuracy']:.4f}")
+    return {"config": asdict(replace(config, tokens_per_batch=tokens_per_batch)),
+            "precision": "bf16" if dtype is not None else "fp32",
+            "training": training, "results": results, "summary": summarize(results, config.value_length)}
+
+
+def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, progress: bool = True):
+    """A fresh GenoSSM trained on recall sequences; returns (model, mean loss of the last 10% of steps)."""
+    torch.manual_seed(seed)
+    model = GenoSSM(GenoSSMConfig(d_model=config.d_model, n_layer=config.n_layer,
+                                  context_length=config.train_length)).to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps, 0.1))
+    if len(config.directions) == 2:
+        mirrored = config.batch_size // 2  # rows of each batch in the mirror case
+    else:
+        mirrored = config.batch_size if config.directions[0] == "mirror" else 0
+    low, high = math.log(config.min_train_length), math.log(config.train_length)
+    losses = []
+    for step in tqdm(range(config.steps), desc=f"recall train seed {seed}", disable=not progress, leave=False):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_TRAIN, step)))
+        length = int(round(math.exp(rng.uniform(low, high))))
+        parts = [make_batch(rng, key, config.value_length, length, n, mirror, "anywhere")
+                 for n, mirror in ((config.batch_size - mirrored, False), (mirrored, True)) if n]
+        ids = np.concatenate([p.ids for p in parts])
+        targets = torch.from_numpy(np.concatenate([p.targets for p in parts])).to(device).long()  # (B, v)
+        query = np.concatenate([p.query for p in parts])
+        log2p = masked_log2_probs(model, ids, query, config.value_length, device, dtype)  # (B, v, 4)
+        loss = F.nll_loss(log2p.reshape(-1, 4) * math.log(2), targets.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return model, float(np.mean(losses[-max(1, len(losses) // 10):]))
+
+
+def masked_log2_probs(model, ids: np.ndarray, starts: np.ndarray, count: int, device, dtype) -> torch.Tensor:
+    """(B, count, 4) float32 log2 P(A, C, G, T) at positions starts[b] .. starts[b] + count - 1 of ids (B, L)."""
+    x = torch.from_numpy(np.ascontiguousarray(ids)).to(device).long()  # (B, L)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(x)  # (B, L, V)
+    index = torch.from_numpy(starts[:, None] + np.arange(count)).to(device)  # (B, count)
+    picked = logits[torch.arange(len(starts), device=device)[:, None], index, :4].float()
+    return picked.log_softmax(-1) / math.log(2)
+
+
+@torch.inference_mode()
+def evaluate_recall(model, config: RecallConfig, key, rng, length: int, mirror: bool, device, dtype,
+                    tokens_per_batch: int) -> dict:
+    """Accuracy, exact match and bits per base on ``config.examples`` far-placed sequences, and the
+    same for the truncated-context baseline on their query neighbourhoods."""
+    full, truncated = _Tally(), _Tally()
+    per_batch = max(1, tokens_per_batch // length)
+    for first in range(0, config.examples, per_batch):
+        batch = make_batch(rng, key, config.value_length, length, min(per_batch, config.examples - first),
+                           mirror, "far")
+        full.add(masked_log2_probs(model, batch.ids, batch.query, config.value_length, device, dtype), batch.targets)
+        crop, starts = neighbourhood_crop(batch, config.neighbourhood, config.key_length)
+        truncated.add(masked_log2_probs(model, crop, starts, config.value_length, device, dtype), batch.targets)
+    return {"examples": config.examples, **full.metrics(), **truncated.metrics("truncated_")}
+
+
+class _Tally:
+    def __init__(self):
+        self.correct = self.exact = self.bits = self.bases = self.values = 0
+
+    def add(self, log2p: torch.Tensor, targets: np.ndarray):
+        target = torch.from_numpy(targets).to(log2p.device).long()  # (B, v)
+        hit = log2p.argmax(-1) == target  # (B, v)
+        self.correct += int(hit.sum())
+        self.exact += int(hit.all(-1).sum())
+        self.bits -= float(log2p.gather(-1, target[..., None]).sum())
+        self.bases += target.numel()
+        self.values += target.shape[0]
+
+    def metrics(self, prefix: str = "") -> dict:
+        return {f"{prefix}accuracy": self.correct / self.bases, f"{prefix}exact_match": self.exact / self.values,
+                f"{prefix}bits_per_base": self.bits / self.bases}
+
+
+def summarize(results: list, value_length: int) -> list:
+    """Per (direction, length): mean, standard deviation and minimum over seeds, and chance."""
+    out = []
+    keys = sorted({(r["direction"], r["length"]) for r in results},
+                  key=lambda k: (DIRECTIONS.index(k[0]), k[1]))
+    for direction, length in keys:
+        rows = [r for r in results if r["direction"] == direction and r["length"] == length]
+        entry = {"direction": direction, "length": length, "seeds": len(rows)}
+        for metric in ("accuracy", "exact_match", "bits_per_base", "truncated_accuracy", "truncated_exact_match"):
+            values = np.array([r[metric] for r in rows])
+            entry[metric] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                             "min": float(values.min())}
+        entry["chance_accuracy"] = 0.25
+        entry["chance_exact_match"] = 0.25**value_length
+        out.append(entry)
+    return out

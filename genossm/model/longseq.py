@@ -1,0 +1,137 @@
+"""Inference over sequences longer than any window, with flat device memory.
+
+A deep bidirectional model cannot stream left to right in one pass: layer l at position i needs
+layer l-1's reverse scan from the sequence end. So the schedule is layer by layer, over a host
+buffer H (L, d) that holds the residual stream (host memory O(L x d_model); pass ``buffer_path``
+to back it with a file on disk for sequences beyond host RAM). For each layer:
+
+1. left to right, chunk by chunk: run only the forward-direction scan, carrying its state (and
+   the conv's K-1 positions of halo), and keep the state at every chunk start (tiny);
+2. right to left, chunk by chunk: recompute the forward scan of the chunk from its saved start
+   state, run the reverse scan carrying its state, gate, project, and write the block's output over
+   H in place (the right-hand conv halo is kept from the chunk before it is overwritten).
+
+Device memory is O(chunk x d_inner) whatever the length. The result equals one full pass of the
+model up to float rounding (tests check several chunk sizes, smaller than the conv width too).
+Linear sequences only: positions past either end are zeros, as in a full pass.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from genossm.kernels import selective_scan
+from genossm.model.conv import anticausal_conv, causal_conv
+from genossm.model.genossm import GenoSSM
+
+
+def _host_buffer(length, width, dtype, buffer_path):
+    if buffer_path is None:
+        return torch.empty(length, width, dtype=dtype)
+    return torch.from_file(str(buffer_path), shared=True, size=length * width,
+                           dtype=dtype).view(length, width)
+
+
+def _x_rows(block, rows, device, dtype):
+    """x (pre-conv input of both scans) for residual rows (n, W) -> (1, n, E)."""
+    xz = block.mixer.in_proj(block.norm(rows.to(device=device, dtype=dtype)[None]))
+    return xz[..., : xz.shape[-1] // 2]
+
+
+def _scan_direction(direction, u, reverse, initial_state):
+    delta, B, C = direction.scan_inputs(u)
+    A, D, bias = direction.scan_params()
+    return selective_scan(u, delta, A, B, C, D=D, delta_bias=bias, delta_softplus=True,
+                          initial_state=initial_state, return_final_state=True, reverse=reverse)
+
+
+def _run_block(block, H, chunk, device, dtype):
+    length = H.shape[0]
+    halo = block.mixer.fwd.conv_weight.shape[1] - 1
+    fwd, rev = block.mixer.fwd, block.mixer.rev
+    starts = list(range(0, length, chunk))
+    width = block.mixer.out_proj.in_features
+
+    def left_halo(s):  # x of the halo positions before s, zero-padded at the sequence start
+        x = _x_rows(block, H[max(0, s - halo):s], device, dtype)
+        return F.pad(x, (0, 0, halo - x.shape[1], 0)) if halo else None
+
+    state = None
+    fwd_states = []
+    for s in starts:
+        fwd_states.append(state)
+        x = _x_rows(block, H[s:s + chunk], device, dtype)
+        u = F.silu(causal_conv(x, fwd.conv_weight, fwd.conv_bias, halo_left=left_halo(s)))
+        _, state = _scan_direction(fwd, u, False, state)
+
+    state_r = None
+    right = torch.zeros(1, 0, width, device=device, dtype=dtype)  # x just right of the chunk
+    for s, start_state in zip(reversed(starts), reversed(fwd_states)):
+        e = min(s + chunk, length)
+        xz = block.mixer.in_proj(block.norm(H[s:e].to(device=device, dtype=dtype)[None]))
+        x, z = xz.chunk(2, dim=-1)
+        u_f = F.silu(causal_conv(x, fwd.conv_weight, fwd.conv_bias, halo_left=left_halo(s)))
+        y_f, _ = _scan_direction(fwd, u_f, False, start_state)
+        halo_right = F.pad(right, (0, 0, 0, halo - right.shape[1])) if halo else None
+        u_r = F.silu(anticausal_conv(x, rev.conv_weight, rev.conv_bias, halo_right=halo_right))
+        y_r, state_r = _scan_direction(rev, u_r, True, state_r)
+        out = block.mixer.out_proj(((y_f.float() + y_r.float()) * F.silu(z.float())).to(dtype))
+        right = torch.cat([x, right], dim=1)[:, :halo]
+        H[s:e] = (H[s:e].to(device=device, dtype=dtype) + out[0]).to(H.dtype).cpu()
+
+
+@torch.no_grad()
+def long_forward(model: GenoSSM, input_ids, chunk_size: int = 1 << 20, device=None,
+                 dtype=torch.float32, output: str = "logits", layer: int | None = None,
+                 buffer_dtype=torch.float32, buffer_path=None):
+    """Run ``model`` over one long sequence ``input_ids`` (L,) chunk by chunk.
+
+    ``output="logits"`` returns (L, vocab) float32 log-odds as ``model(ids[None])[0]`` would;
+    ``output="hidden"`` returns the residual stream (L, d_model) after ``layer`` blocks
+    (``layer=None``: after the last block and the final norm, like ``hidden_states[-1]``).
+    Results live in host memory; device memory stays O(chunk_size x d_inner).
+    """
+    if output not in ("logits", "hidden"):
+        raise ValueError(f"output must be 'logits' or 'hidden', got {output!r}")
+    device = torch.device(device or next(model.parameters()).device)
+    ids = torch.as_tensor(input_ids).long().reshape(-1)
+    if model.config.rc_equivariant:
+        return _long_forward_rc(model, ids, chunk_size, device, dtype, output, layer,
+                                buffer_dtype, buffer_path)
+    return _trunk_long(model, ids, chunk_size, device, dtype, output, layer, buffer_dtype,
+                       buffer_path)
+
+
+def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path,
+                head_weight=None):
+    length, width = ids.shape[0], model.config.stream_width
+    n_blocks = len(model.layers) if layer is None else layer
+    H = _host_buffer(length, width, buffer_dtype, buffer_path)
+    for s in range(0, length, chunk):
+        H[s:s + chunk] = model.embedding(ids[s:s + chunk].to(device)).to(H.dtype).cpu()
+    for block in model.layers[:n_blocks]:
+        _run_block(block, H, chunk, device, dtype)
+    if output == "hidden" and layer is not None and layer < len(model.layers):
+        return H
+    weight = model.embedding.weight if head_weight is None else head_weight
+    result = torch.empty(length, weight.shape[0] if output == "logits" else width)
+    for s in range(0, length, chunk):
+        h = model.norm_f(H[s:s + chunk].to(device=device, dtype=dtype))
+        result[s:s + chunk] = (h @ weight.t().to(dtype) if output == "logits" else h).float().cpu()
+    return result
+
+
+def _long_forward_rc(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path):
+    """RC-equivariant model: the same trunk on the sequence and on its reverse complement."""
+    comp = model.complement.cpu()
+    rc_ids = comp[ids].flip(0)
+    rc_path = None if buffer_path is None else f"{buffer_path}.rc"
+    if output == "hidden":
+        fwd = _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype,
+                          buffer_path)
+        rc = _trunk_long(model, rc_ids, chunk, device, dtype, output, layer, buffer_dtype, rc_path)
+        return torch.cat([fwd.float(), rc.float().flip(0)], dim=-1)
+    emb = model.embedding.weight
+    fwd = _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path)
+    rc = _trunk_long(model, rc_ids, chunk, device, dtype, output, layer, buffer_dtype, rc_path,
+                     head_weight=emb[model.complement])
+    return fwd + rc.flip(0)
