@@ -279,7 +279,8 @@ def write_vcf(path, contigs, variants):
         "##source=genossm data/make_demo.py",
         "##reference=demo_genome.fa.gz",
         *(f"##contig=<ID={c.name},length={c.length}>" for c in contigs),
-        '##INFO=<ID=MOTIF,Number=0,Type=Flag,Description="Variant changes a planted motif (label: expected to matter)">',
+        "##INFO=<ID=MOTIF,Number=0,Type=Flag,"
+        'Description="Variant changes a planted motif (label: expected to matter)">',
         '##INFO=<ID=MOTIF_ID,Number=1,Type=String,Description="Which planted motif (M1..M8) the variant changes">',
         '##INFO=<ID=VT,Number=1,Type=String,Description="Variant type: SNV, INS or DEL">',
         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
@@ -359,7 +360,8 @@ def write_reads(path, rng, contigs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output directory (default: data/)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
+                        help="output directory (default: data/)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -320,7 +320,8 @@ def plot_embeddings(df: pd.DataFrame, path, title: str = "") -> None:
     ax = axes[0]
     for g in sorted(set(groups)):
         sel = np.array([group == g for group in groups])
-        ax.scatter(pcs[sel, 0], pcs[sel, 1] if pcs.shape[1] > 1 else np.zeros(sel.sum()), s=14, label=f"{g} (n={sel.sum()})")
+        y = pcs[sel, 1] if pcs.shape[1] > 1 else np.zeros(sel.sum())
+        ax.scatter(pcs[sel, 0], y, s=14, label=f"{g} (n={sel.sum()})")
     ax.set_xlabel(f"PC1 ({explained[0]:.0%})")
     ax.set_ylabel(f"PC2 ({explained[1]:.0%})" if len(explained) > 1 else "PC2")
     ax.set_title(title or "region embeddings")

@@ -75,3 +75,18 @@ def test_bad_regions(text, lengths, message):
     with pytest.raises(GenossmError, match=message) as err:
         parse_region(text, lengths)
     assert f"region {text!r}" in str(err.value)
+
+
+def test_contigs_named_like_header_keywords_are_data(tmp_path):
+    path = tmp_path / "r.bed"
+    path.write_text("track name=x\nbrowser hide all\ntrack1\t0\t10\nbrowser_2\t1\t5\n")
+    assert read_bed(path) == [BedRegion("track1", 0, 10), BedRegion("browser_2", 1, 5)]
+
+
+def test_corrupt_gzip_bed_is_one_error(tmp_path):
+    data = bytearray(gzip.compress(b"chr1\t0\t10\n" * 100))
+    data[10] = 0xFF  # first deflate block header: reserved block type
+    path = tmp_path / "bad.bed.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(GenossmError, match="cannot read BED file"):
+        read_bed(path)

@@ -234,3 +234,18 @@ def test_rc_equivariant_model_needs_one_strand_and_gives_the_two_strand_score(tm
     assert sum(rows) == 3  # SNV: one masked window; deletion: ref and alt windows; forward strand only
     assert got[0] == pytest.approx(_expected(model, SEQ, 149, SEQ[149], _other(SEQ[149])), abs=2e-5)
     assert got[1] == pytest.approx(_expected(model, SEQ, 180, SEQ[180:183], ""), abs=2e-5)
+
+
+def test_genome_from_token_store_equals_genome_from_fasta(tmp_path):
+    from genossm.store import create_store
+
+    soft = SEQ[:100] + SEQ[100:200].lower() + SEQ[200:]  # soft-masking must not change the ids
+    sequences = {"1": soft, "MT": MT}
+    write_fasta(tmp_path / "ref.fa", sequences, descriptions={"MT": "topology=circular"})
+    create_store(tmp_path / "ref.store", sequences.items(), topology={"MT": "circular"})
+    from_fasta, from_store = Genome.open(tmp_path / "ref.fa"), Genome.open(tmp_path / "ref.store")
+    assert from_store.lengths == from_fasta.lengths and from_store.topologies == from_fasta.topologies
+    for name, length in from_fasta.lengths.items():
+        assert np.array_equal(from_store.ids(name), from_fasta.ids(name))
+        for start, end in [(-5, 10), (length - 10, length + 5), (0, length)]:  # both contig ends
+            assert np.array_equal(from_store.window(name, start, end), from_fasta.window(name, start, end))

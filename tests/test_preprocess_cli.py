@@ -51,6 +51,15 @@ def test_truncated_gzip(tmp_path):
     assert_clean_failure(run(path, "-o", tmp_path / "out"), tmp_path, "cut.fa.gz: truncated gzip file")
 
 
+def test_corrupt_gzip_genbank(tmp_path):
+    data = bytearray(gzip.compress(b"LOCUS       x 8 bp DNA linear\nORIGIN\n        1 acgtacgt\n//\n" * 50))
+    data[10] = 0xFF  # first deflate block header: reserved block type
+    path = tmp_path / "bad.gbk.gz"
+    path.write_bytes(bytes(data))
+    assert_clean_failure(run(path, "--format", "genbank", "-o", tmp_path / "out"), tmp_path,
+                         "bad.gbk.gz: cannot read file")
+
+
 def test_duplicate_names_across_files(tmp_path):
     (tmp_path / "a.fa").write_text(">x\nACGT\n")
     (tmp_path / "b.fa").write_text(">y\nAC\n>x\nGG\n")

@@ -231,3 +231,14 @@ def test_softmask_starting_late_and_across_chunk_boundaries(tmp_path):
     mask = np.unpackbits(packed)[: len(seq)].astype(bool)
     assert (mask == encode_with_softmask(seq)[1]).all()
     assert writer.contigs[0]["softmasked"] == int(mask.sum())
+
+
+def test_damaged_store_is_one_error(tmp_path):
+    store = create_store(tmp_path / "s", [("a", "ACgt"), ("b", "GGCC")])
+    (tmp_path / "s" / store.manifest["contigs"][1]["tokens"]).unlink()
+    (tmp_path / "s" / store.manifest["contigs"][0]["softmask"]).write_bytes(b"not npy")
+    store = TokenStore.open(tmp_path / "s")
+    with pytest.raises(GenossmError, match=r"damaged token store: cannot read contigs/000001.tokens.npy"):
+        store.window("b", 0, 2)
+    with pytest.raises(GenossmError, match=r"damaged token store: cannot read contigs/000000.softmask.npy"):
+        store.window("a", 0, 2)

@@ -100,3 +100,21 @@ def test_optimizer_groups_and_schedule():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+
+
+def test_masked_loss_equals_cross_entropy_over_the_selected_positions():
+    torch.manual_seed(0)
+    module = MaskedLMModule(TINY, masking={"softmask_weight": 0.25})
+    ids = random_ids((2, 600))
+    soft = torch.zeros_like(ids, dtype=torch.bool)
+    soft[:, 100:400] = True
+    b = batch(ids, softmask=soft)
+    weighted, weight, plain, correct, count = module.masked_loss(b)
+    inputs, selected = mask_tokens(ids, ids < N, b["seed"], module.masking)
+    picked = module.model(inputs)[selected]  # (n, V)
+    losses = torch.nn.functional.cross_entropy(picked, ids[selected], reduction="none")
+    weights = torch.where(soft[selected], 0.25, 1.0)
+    assert int(count) == int(selected.sum()) > 0
+    assert torch.allclose(plain, losses.sum()) and torch.allclose(weight, weights.sum())
+    assert torch.allclose(weighted, (losses * weights).sum())
+    assert int(correct) == int((picked.argmax(-1) == ids[selected]).sum())

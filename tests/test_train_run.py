@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import make_store, one_thread, tiny_config  # noqa: F401 (fixture)
+from train_helpers import DDP_SCRIPT, make_store, one_thread, tiny_config  # noqa: F401 (fixture)
 
 from genossm.errors import GenossmError
 from genossm.model import GenoSSM
@@ -161,22 +161,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-DDP_SCRIPT = """
-import sys, torch
-from genossm.train import load_config, train
-from genossm.tokenize import N
-from genossm.train.data import GenomeDataModule
-from genossm.train.module import MaskedLMModule, mask_tokens
-
-def dump(self):  # each rank records the weights it ends with
-    torch.save({k: v.detach().clone() for k, v in self.model.state_dict().items()},
-               f"{sys.argv[2]}/rank{self.global_rank}.pt")
-
-MaskedLMModule.on_train_end = dump
-train(load_config(sys.argv[1]), run_dir=f"{sys.argv[2]}/run")
-"""
 
 
 def test_two_process_ddp_under_srun_environment(tmp_path, store):

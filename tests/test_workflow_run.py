@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from workflow_helpers import EMBEDDINGS, PREDICTIONS, demo_run, demo_run_output, job_counts, snakemake  # noqa: F401
+from workflow_helpers import EMBEDDINGS, PREDICTIONS, demo_run_output, job_counts, snakemake
+from workflow_helpers import demo_run  # noqa: F401  (the shared demo run, a fixture)
 
 pytestmark = pytest.mark.slow
 

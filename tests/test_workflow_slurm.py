@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from train_helpers import make_store, tiny_config
-from workflow_helpers import BIN, EMBEDDINGS, PREDICTIONS, copy_workflow, demo_run, env, job_counts, snakemake  # noqa: F401
+from workflow_helpers import BIN, EMBEDDINGS, PREDICTIONS, copy_workflow, env, job_counts, snakemake
+from workflow_helpers import demo_run  # noqa: F401  (the shared local demo run, a fixture)
 
 pytestmark = [
     pytest.mark.slurm,

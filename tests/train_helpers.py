@@ -45,6 +45,22 @@ def make_store(path, seed: int = 0, n_run=None):
     return create_store(path, sequences, topology={"plasmid": "circular"}, heldout=HELDOUT)
 
 
+# `python ddp.py CONFIG OUT`: one rank of a run into OUT/run that also saves its final weights as
+# OUT/rank<N>.pt, so a test can check that every rank ends with the same model.
+DDP_SCRIPT = """
+import sys, torch
+from genossm.train import load_config, train
+from genossm.train.module import MaskedLMModule
+
+def dump(self):  # each rank records the weights it ends with
+    torch.save({k: v.detach().clone() for k, v in self.model.state_dict().items()},
+               f"{sys.argv[2]}/rank{self.global_rank}.pt")
+
+MaskedLMModule.on_train_end = dump
+train(load_config(sys.argv[1]), run_dir=f"{sys.argv[2]}/run")
+"""
+
+
 def tiny_config(store, **sections):
     """A TrainConfig for a model small enough to train steps in well under a second on CPU."""
     raw = {

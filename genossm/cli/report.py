@@ -4,7 +4,8 @@ import click
 
 
 @click.command()
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Output directory (replaced atomically).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(),
+              help="Output directory (replaced atomically).")
 @click.option(
     "--metrics",
     type=click.Path(),

@@ -1,13 +1,14 @@
 """BED regions (0-based half-open) and samtools-style region strings (1-based inclusive text).
 
 BED: tab- or space-separated, at least 3 columns (chrom, start, end), optional name (column 4,
-"." means none) and strand (column 6: "+", "-" or "."). Blank lines and ``#``, ``track`` and
-``browser`` lines are skipped; plain or gzip files. Every bad line raises a GenossmError naming
-the file and the 1-based line number.
+"." means none) and strand (column 6: "+", "-" or "."). Blank lines, ``#`` lines and lines whose
+first word is ``track`` or ``browser`` are skipped (a contig named ``track1`` is data); plain or
+gzip files. Every bad line raises a GenossmError naming the file and the 1-based line number.
 """
 
 import gzip
 import io
+import zlib
 from dataclasses import dataclass
 
 from genossm.errors import GenossmError
@@ -37,10 +38,10 @@ def read_bed(path, lengths: dict | None = None) -> list[BedRegion]:
         with io.TextIOWrapper(handle, encoding="utf-8", errors="replace") as text:
             for number, line in enumerate(text, start=1):
                 line = line.rstrip("\r\n")
-                if not line.strip() or line.startswith(("#", "track", "browser")):
+                if not line.strip() or line.startswith("#") or line.split(None, 1)[0] in ("track", "browser"):
                     continue
                 regions.append(_parse_line(line, path, number, lengths))
-    except (EOFError, OSError) as err:
+    except (EOFError, OSError, zlib.error) as err:
         raise GenossmError(f"cannot read BED file: {err}", path=path) from None
     return regions
 

@@ -5,6 +5,7 @@ come back uppercase."""
 
 import gzip
 import io
+import zlib
 from dataclasses import dataclass
 
 from genossm.errors import GenossmError
@@ -36,7 +37,7 @@ def read_genbank(path):
                 entry = next(records, None)
             except (ValueError, AssertionError) as err:
                 raise GenossmError(f"malformed GenBank record: {err}", path=path, where=where) from None
-            except (EOFError, OSError) as err:
+            except (EOFError, OSError, zlib.error) as err:
                 raise GenossmError(f"cannot read file: {err}", path=path) from None
             if entry is None:
                 break

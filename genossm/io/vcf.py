@@ -121,6 +121,22 @@ def _parse_error(path, index: int, previous) -> GenossmError:
     return GenossmError(f"cannot parse record {index + 1}{after}", path=path)
 
 
+def _iter_records(vcf, path):
+    """The records of an open VariantFile in file order; one that htslib cannot parse raises a
+    GenossmError naming its line (htslib's own messages silenced)."""
+    records, index, previous = iter(vcf), 0, None
+    while True:
+        with _htslib_quiet():
+            try:
+                rec = next(records)
+            except StopIteration:
+                return
+            except (OSError, ValueError):
+                raise _parse_error(path, index, previous) from None
+        yield rec
+        index, previous = index + 1, (rec.chrom, rec.pos)
+
+
 def read_variants(path, threads: int = 0) -> VcfVariants:
     """Read every record of a VCF/BCF into a per-ALT table (file order kept).
 
@@ -129,26 +145,18 @@ def read_variants(path, threads: int = 0) -> VcfVariants:
     """
     path = str(path)
     chroms, positions, ids, refs, alts = [], [], [], [], []
-    index, previous = 0, None
+    n_records = 0
     with open_vcf(path, threads=threads) as vcf:
         header_contigs = {name: contig.length for name, contig in vcf.header.contigs.items()}
-        records = iter(vcf)
-        with _htslib_quiet():
-            while True:
-                try:
-                    rec = next(records)
-                except StopIteration:
-                    break
-                except (OSError, ValueError):
-                    raise _parse_error(path, index, previous) from None
-                chrom, pos = rec.chrom, rec.pos
-                for alt in rec.alts or (".",):
-                    chroms.append(chrom)
-                    positions.append(pos)
-                    ids.append(rec.id)
-                    refs.append(rec.ref)
-                    alts.append(alt)
-                index, previous = index + 1, (chrom, pos)
+        for rec in _iter_records(vcf, path):
+            chrom, pos = rec.chrom, rec.pos
+            for alt in rec.alts or (".",):
+                chroms.append(chrom)
+                positions.append(pos)
+                ids.append(rec.id)
+                refs.append(rec.ref)
+                alts.append(alt)
+            n_records += 1
     table = pd.DataFrame(
         {
             "chrom": pd.Series(chroms, dtype=object),
@@ -158,7 +166,7 @@ def read_variants(path, threads: int = 0) -> VcfVariants:
             "alt": pd.Series(alts, dtype=object),
         }
     )
-    return VcfVariants(path=path, table=table, header_contigs=header_contigs, n_records=index)
+    return VcfVariants(path=path, table=table, header_contigs=header_contigs, n_records=n_records)
 
 
 def match_contigs(names, reference_names) -> dict:
@@ -298,22 +306,13 @@ def _write_records(records, header, target: str, fmt: str, threads: int):
 def _annotated_records(vcf, in_path, fields, values):
     """The input records in order, each with its ALTs' values set as INFO fields."""
     n_rows = len(values[fields[0].key]) if fields else None
-    row, index, previous = 0, 0, None
-    records = iter(vcf)
-    while True:
-        with _htslib_quiet():
-            try:
-                rec = next(records)
-            except StopIteration:
-                break
-            except (OSError, ValueError):
-                raise _parse_error(in_path, index, previous) from None
+    row = 0
+    for rec in _iter_records(vcf, in_path):
         n_alts = len(rec.alts) if rec.alts else 0
         if n_alts:
             for info in fields:
                 rec.info[info.key] = tuple(_info_value(v) for v in values[info.key][row : row + n_alts])
         row += max(n_alts, 1)
-        index, previous = index + 1, (rec.chrom, rec.pos)
         yield rec
     if n_rows is not None and row != n_rows:
         raise GenossmError(f"changed while being read: {n_rows} ALT rows expected, {row} found", path=in_path)

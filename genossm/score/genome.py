@@ -17,8 +17,9 @@ _CACHED_CONTIGS = 2  # input is usually sorted by contig: a small LRU keeps one 
 class Genome:
     """Token ids of each contig, loaded on first use and kept for the most recently used few.
 
-    ``load(name)`` returns the contig's sequence (str or bytes, any case); ``lengths`` and
-    ``topologies`` ({name: "linear"|"circular"}) describe every contig without loading it.
+    ``load(name)`` returns the contig's sequence (str or bytes, any case, or a uint8 array that
+    is already token ids); ``lengths`` and ``topologies`` ({name: "linear"|"circular"}) describe
+    every contig without loading it.
     """
 
     def __init__(self, lengths: dict, topologies: dict, load, path=None):
@@ -30,9 +31,22 @@ class Genome:
 
     @classmethod
     def open(cls, reference) -> "Genome":
-        """From a reference path (FASTA, token store) or a :func:`genossm.io.fasta.open_reference` object."""
+        """From a reference path (FASTA, token store), a TokenStore or a
+        :func:`genossm.io.fasta.open_reference` object."""
+        from genossm.store import TokenStore
+
         if isinstance(reference, Genome):
             return reference
+        if isinstance(reference, (str, os.PathLike)) and os.path.isdir(reference):
+            reference = TokenStore.open(reference)
+        if isinstance(reference, TokenStore):  # token ids as stored: no round trip through text
+            store = reference
+            return cls(
+                {name: store.length(name) for name in store.names},
+                {name: store.topology(name) for name in store.names},
+                lambda name: store.window(name, 0, store.length(name))[0].copy(),  # not the softmask half
+                path=store.path,
+            )
         if isinstance(reference, (str, os.PathLike)):
             from genossm.io.fasta import open_reference
 
@@ -68,7 +82,8 @@ class Genome:
         if name in self._cache:
             self._cache.move_to_end(name)
             return self._cache[name]
-        ids = encode(self._load(name), name)
+        seq = self._load(name)
+        ids = seq if isinstance(seq, np.ndarray) else encode(seq, name)
         self._cache[name] = ids
         while len(self._cache) > _CACHED_CONTIGS:
             self._cache.popitem(last=False)

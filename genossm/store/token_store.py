@@ -28,8 +28,8 @@ class TokenStore:
             reads = manifest["reads"]
             self._names = None
             self._index = None
-            self._tokens = np.load(self.path / reads["tokens"], mmap_mode="r")
-            self._offsets = np.load(self.path / reads["offsets"], mmap_mode="r")
+            self._tokens = _load(self.path, reads["tokens"])
+            self._offsets = _load(self.path, reads["offsets"])
         else:
             self._contigs = manifest["contigs"]
             self._names = [c["name"] for c in self._contigs]
@@ -135,10 +135,19 @@ class TokenStore:
     def _contig_maps(self, i):
         if i not in self._maps:
             contig = self._contigs[i]
-            tokens = np.load(self.path / contig["tokens"], mmap_mode="r")
-            packed = np.load(self.path / contig["softmask"], mmap_mode="r") if contig["softmask"] else None
+            tokens = _load(self.path, contig["tokens"])
+            packed = _load(self.path, contig["softmask"]) if contig["softmask"] else None
             self._maps[i] = (tokens, packed)
         return self._maps[i]
+
+
+def _load(root, name):
+    """Memory-map one array of the store; a missing or damaged file is a one-line error."""
+    try:
+        return np.load(root / name, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise GenossmError(f"damaged token store: cannot read {name} ({reason})", path=root) from None
 
 
 def _segments(start, end, length, circular):

@@ -62,12 +62,12 @@ class MaskedLMModule(pl.LightningModule):
         ids = batch["input_ids"].long()  # (B, L)
         eligible = (ids < N) & batch["loss_mask"]  # real bases A/C/G/T only
         inputs, selected = mask_tokens(ids, eligible, batch["seed"], self.masking)
-        logits = self.model(inputs)  # (B, L, V)
-        picked = logits[selected].float()  # (n, V)
-        targets = ids[selected]  # (n,)
-        losses = F.cross_entropy(picked, targets, reduction="none")  # (n,)
-        weights = torch.where(batch["softmask"][selected], self.masking.softmask_weight, 1.0)
-        correct = (picked.argmax(-1) == targets).sum()
+        logits = self.model(inputs).float()  # (B, L, V)
+        # Dense over all positions, zero-weighted off the selection: indexing by the mask would
+        # need its count on the host (a device sync every step).
+        losses = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none") * selected  # (B, L)
+        weights = torch.where(batch["softmask"], self.masking.softmask_weight, 1.0) * selected  # (B, L)
+        correct = ((logits.argmax(-1) == ids) & selected).sum()
         return (losses * weights).sum(), weights.sum(), losses.sum(), correct, selected.sum()
 
     def training_step(self, batch, batch_idx):

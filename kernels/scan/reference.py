@@ -11,9 +11,10 @@ Semantics, defined once here (per batch b, channel d, state n, time t):
 the one after t = 0). State and accumulation are float32 (float64 when the inputs are float64).
 
 * :func:`selective_scan_naive` steps one position at a time: obviously right, for tests only.
-* :func:`selective_scan_ref` works chunk by chunk with a log-depth (Hillis-Steele) scan inside each
-  chunk: no per-position Python loop and never a (batch, L, D, N) tensor, so it serves as the
-  vectorized CPU path of the model and as the reference for long sequences on the GPU.
+* :func:`selective_scan_ref` processes all chunks of the sequence at once (a few vectorized steps
+  per chunk offset and a log-depth scan over chunks): no per-position Python loop and never a
+  (batch, L, D, N) tensor (without autograd), so it serves as the vectorized CPU path of the model
+  and as the reference for long sequences on the GPU.
 """
 
 import torch
@@ -60,9 +61,9 @@ def selective_scan_naive(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 
 
 def _scan_pairs(a, b):
-    """Inclusive scan of h_t = a_t * h_{t-1} + b_t along dim 1 from h = 0, in log2(T) steps.
+    """Inclusive scan of h_c = a_c * h_{c-1} + b_c along dim 1 from h = 0, in log2 steps.
 
-    Returns (prod_{s<=t} a_s, h_t); both (b, T, d, n).
+    Returns (prod_{s<=c} a_s, h_c), shaped like the inputs.
     """
     step = 1
     length = a.shape[1]
@@ -74,31 +75,45 @@ def _scan_pairs(a, b):
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       initial_state=None, return_final_state=False, reverse=False, chunk_size=16):
+                       initial_state=None, return_final_state=False, reverse=False, chunk_size=32):
     """Chunked, vectorized reference with the same semantics as :func:`selective_scan_naive`.
 
-    Memory is O(batch * chunk_size * d * n) per chunk (plus autograd's saved tensors).
+    The sequence is cut into L / T chunks of T = ``chunk_size`` positions that are all processed
+    at once: (1) T vectorized steps give every chunk's end state from zero; (2) a log-depth scan
+    over chunks gives each chunk's true start state; (3) T more steps from those states give y.
+    Python iterations: 2T + log2(L / T), whatever L; the largest tensor is (b, L / T, d, n).
     """
-    dt, uu, AA, BB, CC, h = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, initial_state)
+    dt, uu, AA, BB, CC, h0 = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, initial_state)
+    if reverse:  # the reference may flip; the Triton kernels index backwards instead
+        dt, uu, BB, CC = dt.flip(1), uu.flip(1), BB.flip(1), CC.flip(1)
     batch, length, dim = u.shape
-    starts = list(range(0, length, chunk_size))
-    if reverse:
-        starts.reverse()
+    n_chunks = max(1, -(-length // chunk_size))
+    pad = n_chunks * chunk_size - length  # dt = 0 past the end: identity steps
+
+    def chunked(x):  # (b, L, k) -> (b, n_chunks, T, k)
+        return F.pad(x, (0, 0, 0, pad)).view(batch, n_chunks, chunk_size, x.shape[-1])
+
+    dt, dtu, BB, CC = chunked(dt), chunked(dt * uu), chunked(BB), chunked(CC)
+
+    def step(h, t):
+        a = torch.exp(dt[:, :, t, :, None] * AA)  # (b, c, d, n)
+        return a * h + dtu[:, :, t, :, None] * BB[:, :, t, None, :]
+
+    h_end = torch.zeros(batch, n_chunks, dim, AA.shape[1], dtype=dt.dtype, device=dt.device)
+    for t in range(chunk_size):
+        h_end = step(h_end, t)
+    decay = torch.exp(dt.sum(2)[..., None] * AA)  # (b, c, d, n): the whole chunk's decay
+    cum_decay, h_after = _scan_pairs(decay, h_end)
+    h_after = h_after + cum_decay * h0[:, None]  # state after each chunk
+    h = torch.cat([h0[:, None], h_after[:, :-1]], dim=1)  # state entering each chunk
     ys = []
-    for s in starts:
-        e = min(s + chunk_size, length)
-        dt_c, u_c, B_c, C_c = dt[:, s:e], uu[:, s:e], BB[:, s:e], CC[:, s:e]
-        if reverse:  # process the chunk last-to-first; small per-chunk copies only
-            dt_c, u_c, B_c, C_c = dt_c.flip(1), u_c.flip(1), B_c.flip(1), C_c.flip(1)
-        a = torch.exp(dt_c[..., None] * AA)  # (b, T, d, n)
-        b = (dt_c * u_c)[..., None] * B_c[:, :, None, :]
-        cum_a, h_local = _scan_pairs(a, b)
-        h_all = h_local + cum_a * h[:, None]  # (b, T, d, n)
-        y_c = torch.einsum("btdn,btn->btd", h_all, C_c)
-        ys.append(y_c.flip(1) if reverse else y_c)
-        h = h_all[:, -1]
+    for t in range(chunk_size):
+        h = step(h, t)
+        ys.append((h * CC[:, :, t, None, :]).sum(-1))
+    y = torch.stack(ys, dim=2).reshape(batch, n_chunks * chunk_size, dim)[:, :length]
     if reverse:
-        ys.reverse()
-    y = torch.cat(ys, dim=1) if ys else uu.new_zeros(batch, 0, dim)
-    y = _finish(y, uu, D, z, u.dtype)
-    return (y, h if h.dtype == torch.float64 else h.float()) if return_final_state else y
+        y = y.flip(1)
+    y = _finish(y, uu.flip(1) if reverse else uu, D, z, u.dtype)
+    h_final = h_after[:, -1]
+    return (y, h_final if h_final.dtype == torch.float64 else h_final.float()) \
+        if return_final_state else y

@@ -12,11 +12,20 @@ os.environ.setdefault("GENOSSM_SOURCE", workflow.basedir)
 
 TABLES = {"genome": "genomes", "reads": "reads", "variants": "variants", "regions": "regions"}
 SHEET_COLUMNS = ("kind", "name", "path", "genome", "options", "label_flag", "models")
+# the sheet columns each kind of row may fill (the config schema's keys for that table)
+SHEET_KEYS = {
+    "genome": {"path", "options"},
+    "reads": {"path", "genome", "options"},
+    "variants": {"path", "genome", "label_flag", "models"},
+    "regions": {"path", "genome", "models"},
+}
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
 def load_sample_sheet(path):
     """Add the rows of a sample-sheet TSV to config's tables (one-line errors name the row)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: sample sheet not found")
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     if not rows:
@@ -38,6 +47,11 @@ def load_sample_sheet(path):
         if name in table:
             raise ValueError(f"{where}: {kind} {name!r} is already defined")
         entry = {k: row[k].strip() for k in SHEET_COLUMNS[2:] if (row.get(k) or "").strip()}
+        misplaced = sorted(set(entry) - SHEET_KEYS[kind])
+        if misplaced:
+            raise ValueError(f"{where}: {kind} rows take no {', '.join(misplaced)}")
+        if "path" not in entry:
+            raise ValueError(f"{where}: empty path")
         if "models" in entry:
             entry["models"] = [m.strip() for m in entry["models"].split(",") if m.strip()]
         if kind in ("variants", "regions") and "genome" not in entry:

@@ -1,0 +1,148 @@
+"""Long-range recall: the synthetic sequences (planted key/value, mirror case, chance repeats
+rejected), the truncated-context baseline's crops, settings checks, and the CLI smoke run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from train_helpers import one_thread  # noqa: F401 (fixture)
+
+from genossm.cli import main
+from genossm.errors import GenossmError
+from genossm.evaluate.recall import RecallConfig, summarize
+from genossm.evaluate.recall_task import kmer_positions, make_batch, make_key, neighbourhood_crop
+from genossm.tokenize import MASK
+
+CLI = [sys.executable, "-c", "from genossm.cli import main; main()", "evaluate", "recall", "--threads", "1",
+       "--no-progress"]
+
+
+def unmasked(batch):
+    """The sequences with the masked value written back."""
+    ids = batch.ids.copy()
+    v = batch.targets.shape[1]
+    for b, q in enumerate(batch.query):
+        assert np.all(ids[b, q : q + v] == MASK)
+        ids[b, q : q + v] = batch.targets[b]
+    return ids
+
+
+def test_forward_examples_plant_key_then_value_far_apart():
+    rng = np.random.default_rng(0)
+    key = make_key(rng, 16)
+    batch = make_batch(rng, key, 8, 4096, 6, mirror=False, placement="far")
+    assert batch.ids.shape == (6, 4096) and batch.targets.shape == (6, 8)
+    for b, seq in enumerate(unmasked(batch)):
+        p, q = batch.pair[b], batch.query[b]
+        assert np.array_equal(kmer_positions(seq, key), [p, q - 16])  # exactly two keys
+        assert np.array_equal(seq[p + 16 : p + 24], batch.targets[b])  # the value follows the first
+        assert 16 <= p <= 16 + 4096 // 32 and 16 <= 4096 - (q + 8) <= 16 + 4096 // 32
+        assert np.count_nonzero(batch.ids[b] == MASK) == 8 and seq.max() < 4
+
+
+def test_mirror_is_the_forward_example_read_backwards():
+    key = make_key(np.random.default_rng(1), 16)
+    forward = make_batch(np.random.default_rng(2), key, 8, 2048, 3, mirror=False, placement="far")
+    mirror = make_batch(np.random.default_rng(2), key, 8, 2048, 3, mirror=True, placement="far")
+    assert np.array_equal(mirror.ids, forward.ids[:, ::-1])
+    assert np.array_equal(mirror.targets, forward.targets[:, ::-1])
+    for b, seq in enumerate(unmasked(mirror)):
+        q, p = mirror.query[b], mirror.pair[b]
+        assert q < p  # query early, pair late
+        assert np.array_equal(kmer_positions(seq, key[::-1]), [q + 8, p + 8])  # value, then the key reversed
+        assert np.array_equal(seq[p : p + 8], mirror.targets[b])
+
+
+def test_chance_repeats_of_the_key_are_rejected():
+    key = make_key(np.random.default_rng(3), 6)  # short enough to recur by chance in 400 bases
+    raw = np.random.default_rng(4).integers(0, 4, (300, 400)).astype(np.uint8)
+    assert sum(len(kmer_positions(seq, key)) > 0 for seq in raw) > 10  # so the check below can fail
+    batch = make_batch(np.random.default_rng(5), key, 4, 400, 300, mirror=False, placement="anywhere")
+    for b, seq in enumerate(unmasked(batch)):
+        assert np.array_equal(kmer_positions(seq, key), [batch.pair[b], batch.query[b] - 6])
+        assert len(kmer_positions(seq, key[::-1])) == 0
+
+
+def test_anywhere_placement_covers_short_and_long_distances():
+    rng = np.random.default_rng(6)
+    key = make_key(rng, 16)
+    batch = make_batch(rng, key, 4, 1000, 200, mirror=False, placement="anywhere")
+    distance = batch.query - batch.pair
+    assert distance.min() >= 20 and distance.max() <= 1000 - 4
+    assert distance.min() < 200 and distance.max() > 700
+
+
+def test_truncated_context_keeps_the_query_and_drops_the_pair():
+    rng = np.random.default_rng(7)
+    key = make_key(rng, 16)
+    for mirror in (False, True):
+        batch = make_batch(rng, key, 8, 8192, 4, mirror=mirror, placement="far")
+        crop, starts = neighbourhood_crop(batch, 64, 16)
+        assert crop.shape == (4, 2 * 64 + 8)
+        for b in range(4):
+            assert np.all(crop[b, starts[b] : starts[b] + 8] == MASK)
+            seq = crop[b].copy()
+            seq[starts[b] : starts[b] + 8] = batch.targets[b]
+            assert len(kmer_positions(seq, key[::-1] if mirror else key)) == 1  # the query's key, not the pair's
+        with pytest.raises(GenossmError, match="reaches the planted pair"):
+            neighbourhood_crop(batch, 8000, 16)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"key_length": 12}, "key_length"),
+    ({"lengths": (40,)}, "lengths"),
+    ({"directions": ("forward", "sideways")}, "directions"),
+    ({"neighbourhood": 4}, "neighbourhood"),
+    ({"min_train_length": 10}, "min_train_length"),
+])
+def test_bad_settings_are_refused(change, match):
+    config = RecallConfig(**{**RecallConfig.smoke().__dict__, **change})
+    with pytest.raises(GenossmError, match=match):
+        config.check()
+
+
+def test_summary_over_seeds():
+    rows = [{"direction": "forward", "length": 64, "accuracy": a, "exact_match": 0.0, "bits_per_base": 2.0,
+             "truncated_accuracy": 0.25, "truncated_exact_match": 0.0} for a in (0.5, 1.0)]
+    (entry,) = summarize(rows, value_length=2)
+    assert entry["accuracy"] == {"mean": 0.75, "sd": pytest.approx(0.3535534), "min": 0.5}
+    assert entry["chance_exact_match"] == 1 / 16
+
+
+def test_cli_smoke_run(tmp_path):
+    out = tmp_path / "recall.json"
+    done = subprocess.run([*CLI, "--smoke", "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    config = RecallConfig.smoke()
+    assert record["evaluation"] == "recall" and record["smoke"] is True
+    assert record["command"].startswith("genossm evaluate recall")
+    assert record["device"].startswith("CPU") and record["started"] <= record["finished"]
+    assert len(record["git_commit"] or "x" * 40) == 40
+    assert record["config"]["lengths"] == list(config.lengths)
+    assert len(record["training"]) == len(config.seeds)
+    assert len(record["results"]) == len(config.seeds) * len(config.lengths) * 2
+    for row in record["results"]:
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["truncated_accuracy"] <= 1 and row["bits_per_base"] > 0
+    assert {(s["direction"], s["length"]) for s in record["summary"]} == \
+        {(d, n) for d in ("forward", "mirror") for n in config.lengths}
+    assert "truncated context" in done.stdout and "mirror" in done.stdout  # the table
+
+
+def test_cli_json_to_stdout(one_thread):
+    done = CliRunner().invoke(main, ["evaluate", "recall", "--smoke", "--no-progress", "--seeds", "3", "--steps", "2",
+                                     "--lengths", "512", "--examples", "2", "--directions", "mirror", "-o", "-"])
+    assert done.exit_code == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert [(r["seed"], r["direction"], r["length"]) for r in record["results"]] == [(3, "mirror", 512)]
+    assert record["command"].startswith("genossm ") and "truncated context" in done.stderr
+
+
+def test_cli_refuses_a_short_key(tmp_path):
+    out = tmp_path / "bad.json"
+    done = CliRunner().invoke(main, ["evaluate", "recall", "--smoke", "--key-length", "8", "-o", str(out)])
+    assert done.exit_code == 2 and not out.exists()
+    assert done.stderr.strip().splitlines()[-1].startswith("genossm: error: recall setting key_length")
