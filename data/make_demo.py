@@ -4,9 +4,10 @@ variants, regions and reads. Deterministic (seeded numpy): rerunning writes the 
     python data/make_demo.py [--out data]
 
 What makes it learnable: the background is an order-3 Markov chain (a little predictable), and
-eight motifs of 10-16 bp are planted thousands of times in both orientations (very predictable
-once seen), densely in "cluster" regions and not at all in "background" regions. Disrupting a
-motif base should cost a trained model likelihood; a neutral variant should not. data/README.md
+eight motifs of 10-16 bp (drawn from the same chain) are planted thousands of times in both
+orientations (very predictable once seen), densely in "cluster" regions and not at all in
+"background" regions. Disrupting a motif base should cost a model that learned the motifs
+likelihood; a neutral variant should not. data/README.md
 describes every file and its coordinates.
 """
 
@@ -37,25 +38,32 @@ VARIANTS = {"motif_snv": 150, "motif_indel": 30, "neutral_snv": 150, "neutral_in
 READS, READ_LENGTH = 2_000, 100
 
 
-def markov_background(rng, length):
-    """Order-3 Markov chain over ACGT: (length,) uint8 of ASCII bases."""
-    n_ctx = 4**MARKOV_ORDER
-    cdf = np.cumsum(rng.dirichlet(np.full(4, 1.5), size=n_ctx), axis=1)[:, :3].tolist()  # (64, 3)
+def markov_chain(rng):
+    """Order-3 transition table: (64, 3) cumulative P(A), P(A or C), P(A, C or G) given the
+    previous three bases (context = their base-4 number)."""
+    return np.cumsum(rng.dirichlet(np.full(4, 1.5), size=4**MARKOV_ORDER), axis=1)[:, :3].tolist()
+
+
+def markov_sample(rng, chain, length, context=0):
+    """(length,) uint8 ASCII bases drawn from the chain, continuing from ``context``."""
     out = bytearray(length)
-    ctx = 0
     for i, u in enumerate(rng.random(length).tolist()):  # sequential by nature: plain Python
-        row, b = cdf[ctx], 0
+        row, b = chain[context], 0
         while b < 3 and u > row[b]:
             b += 1
         out[i] = b
-        ctx = (ctx * 4 + b) % n_ctx
+        context = (context * 4 + b) % len(chain)
     return BASES[np.frombuffer(out, dtype=np.uint8)]
 
 
-def make_motifs(rng):
+def make_motifs(rng, chain):
+    """Motifs drawn from the background chain itself: a model that knows only the background
+    rates a motif base like any other base, so only learning the motifs separates motif-hitting
+    from neutral variants."""
     motifs = []
     while len(motifs) < N_MOTIFS:
-        m = BASES[rng.integers(0, 4, rng.integers(MOTIF_LENGTHS[0], MOTIF_LENGTHS[1] + 1))]
+        length = int(rng.integers(MOTIF_LENGTHS[0], MOTIF_LENGTHS[1] + 1))
+        m = markov_sample(rng, chain, length, context=int(rng.integers(len(chain))))
         # reject low-complexity motifs (a base making up over half of it)
         if np.bincount(m, minlength=256)[BASES].max() <= len(m) // 2:
             motifs.append(m.tobytes())
@@ -69,9 +77,9 @@ def revcomp(seq: bytes) -> bytes:
 class Contig:
     """One synthetic contig: its bases plus what was planted where (0-based half-open)."""
 
-    def __init__(self, name, length, topology, rng):
+    def __init__(self, name, length, topology, rng, chain):
         self.name, self.length, self.topology = name, length, topology
-        self.seq = markov_background(rng, length)  # (L,) ASCII uint8
+        self.seq = markov_sample(rng, chain, length)  # (L,) ASCII uint8
         self.occupied = np.zeros(length, dtype=bool)  # motif, repeat or gap
         self.motif_mask = np.zeros(length, dtype=bool)
         self.motifs = []  # (start, end, motif index, strand); end may exceed length (wraps)
@@ -103,8 +111,8 @@ def pick_regions(rng, contig, count, taken):
     return regions
 
 
-def build_genome(rng, motifs):
-    contigs = [Contig(name, length, topo, rng) for name, length, topo in CONTIGS]
+def build_genome(rng, chain, motifs):
+    contigs = [Contig(name, length, topo, rng, chain) for name, length, topo in CONTIGS]
     by_name = {c.name: c for c in contigs}
 
     gap_contig, gap_start, gap_len = GAP
@@ -366,8 +374,9 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
 
     rng = np.random.default_rng(SEED)
-    motifs = make_motifs(rng)
-    contigs = build_genome(rng, motifs)
+    chain = markov_chain(rng)
+    motifs = make_motifs(rng, chain)
+    contigs = build_genome(rng, chain, motifs)
     variants = make_variants(rng, contigs)
 
     write_fasta(args.out / "demo_genome.fa.gz", contigs)

@@ -119,11 +119,14 @@ def test_cli_smoke_run(tmp_path):
     record = json.loads(out.read_text())
     config = RecallConfig.smoke()
     assert record["evaluation"] == "recall" and record["smoke"] is True
-    assert record["command"].startswith("genossm evaluate recall")
+    assert record["command"] == "genossm evaluate recall --output " + str(out) + " --smoke --threads 1 --no-progress"
     assert record["device"].startswith("CPU") and record["started"] <= record["finished"]
     assert len(record["git_commit"] or "x" * 40) == 40
     assert record["config"]["lengths"] == list(config.lengths)
     assert len(record["training"]) == len(config.seeds)
+    for run in record["training"]:
+        assert [step for step, _ in run["loss_curve"]] == list(range(2, config.steps + 1, 2))
+        assert run["final_train_loss"] == run["loss_curve"][-1][1] > 0
     assert len(record["results"]) == len(config.seeds) * len(config.lengths) * 2
     for row in record["results"]:
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["truncated_accuracy"] <= 1 and row["bits_per_base"] > 0
@@ -138,7 +141,9 @@ def test_cli_json_to_stdout(one_thread):
     assert done.exit_code == 0, done.stderr
     record = json.loads(done.stdout)
     assert [(r["seed"], r["direction"], r["length"]) for r in record["results"]] == [(3, "mirror", 512)]
-    assert record["command"].startswith("genossm ") and "truncated context" in done.stderr
+    assert record["command"] == ("genossm evaluate recall --output - --smoke --no-progress --seeds 3 --lengths 512 "
+                                 "--directions mirror --steps 2 --examples 2")
+    assert "truncated context" in done.stderr
 
 
 def test_cli_refuses_a_short_key(tmp_path):

@@ -8,10 +8,10 @@ of the whole pipeline; options given explicitly still win.
 
 import dataclasses
 import shlex
-import sys
 import time
 
 import click
+from click.core import ParameterSource
 
 
 class IntList(click.ParamType):
@@ -101,14 +101,14 @@ def recall(output, smoke, device, precision, threads, progress, directions, **si
 @click.option("--topology", type=click.Choice(["auto", "linear", "circular"]), default="auto", show_default=True,
               help="Genome files: contig topology (auto: from the FASTA header / GenBank LOCUS).")
 @click.option("--windows", type=IntList(), help="Window lengths of the context ablation [1024,16384,131072,1048576].")
-@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per window length [2000].")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per window length [70: ~10 min per window for the reference model on one H100].")
 @click.option("--batch-bases", type=click.IntRange(min=1),
               help="Bases per optimizer step, the same for every window (batch = this / window) [1048576].")
 @click.option("--d-model", type=click.IntRange(min=1), help="Model width [256].")
 @click.option("--n-layer", type=click.IntRange(min=1), help="Model depth [16].")
 @click.option("--checkpointing/--no-checkpointing", default=None, help="Activation checkpointing [on].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate [2e-3].")
-@click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warmup steps [100].")
+@click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warmup steps [10].")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of training and sampling [0].")
 @click.option("--stride", type=click.IntRange(min=2), help="Distance between masked bases in one pass [16].")
 @click.option("--eval-bases", type=click.IntRange(min=1),
@@ -147,8 +147,26 @@ def _run(name, evaluation, table, output, device, threads, smoke):
     device = resolve_device(device)
     started, clock = utc_now(), time.perf_counter()
     result = evaluation(device)
-    record = {"evaluation": name, "smoke": smoke, "command": shlex.join(["genossm", *sys.argv[1:]]),
+    record = {"evaluation": name, "smoke": smoke, "command": command_line(click.get_current_context()),
               **provenance(device), "started": started, "finished": utc_now(),
               "elapsed_s": time.perf_counter() - clock, **result}
     write_json(record, output)
     click.echo(table(record), err=output == "-")
+
+
+def command_line(ctx) -> str:
+    """The command as given: ``genossm evaluate NAME`` and every parameter not left at its default."""
+    words = ["genossm", "evaluate", ctx.info_name]
+    arguments = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if ctx.get_parameter_source(param.name) in (None, ParameterSource.DEFAULT):
+            continue
+        if isinstance(param, click.Argument):
+            arguments += [str(v) for v in value]
+        elif param.is_flag:
+            words.append(param.opts[-1] if value else param.secondary_opts[-1])
+        else:
+            words += [param.opts[-1], ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    return shlex.join(words + arguments)
+

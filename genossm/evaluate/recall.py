@@ -58,7 +58,7 @@ class RecallConfig:
     @classmethod
     def smoke(cls) -> "RecallConfig":
         """Tiny sizes for a CPU run of the whole pipeline in well under a minute (not a measurement)."""
-        return cls(train_length=512, min_train_length=128, lengths=(512, 2048, 8192), seeds=(0, 1), steps=30,
+        return cls(train_length=512, min_train_length=128, lengths=(512, 2048, 8192), seeds=(0, 1), steps=20,
                    batch_size=8, lr=3e-3, warmup_steps=5, d_model=16, n_layer=2, examples=4, value_length=4,
                    neighbourhood=64)
 
@@ -105,11 +105,11 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
     for seed in config.seeds:
         key = make_key(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY,))), config.key_length)
         start = time.perf_counter()
-        model, final_loss = train_recall_model(config, key, seed, device, dtype, progress)
-        training.append({"seed": seed, "key": decode(key), "final_train_loss": final_loss,
+        model, curve = train_recall_model(config, key, seed, device, dtype, progress)
+        training.append({"seed": seed, "key": decode(key), "final_train_loss": curve[-1][1], "loss_curve": curve,
                          "train_seconds": time.perf_counter() - start})
         log.info(f"recall seed {seed}: trained {config.steps} steps in {training[-1]['train_seconds']:.0f} s, "
-                 f"final loss {final_loss:.3f} nats")
+                 f"final loss {curve[-1][1]:.3f} nats (chance {math.log(4):.3f})")
         model.eval()
         for li, length in enumerate(config.lengths):
             for direction in config.directions:
@@ -126,7 +126,8 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
 
 
 def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, progress: bool = True):
-    """A fresh GenoSSM trained on recall sequences; returns (model, mean loss of the last 10% of steps)."""
+    """A fresh GenoSSM trained on recall sequences; returns (model, loss curve): the curve is
+    [last step, mean loss in nats] over each tenth of the run."""
     torch.manual_seed(seed)
     model = GenoSSM(GenoSSMConfig(d_model=config.d_model, n_layer=config.n_layer,
                                   context_length=config.train_length)).to(device)
@@ -138,7 +139,7 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
     else:
         mirrored = config.batch_size if config.directions[0] == "mirror" else 0
     low, high = math.log(config.min_train_length), math.log(config.train_length)
-    losses = []
+    losses, curve, every = [], [], max(1, config.steps // 10)
     for step in tqdm(range(config.steps), desc=f"recall train seed {seed}", disable=not progress, leave=False):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_TRAIN, step)))
         length = int(round(math.exp(rng.uniform(low, high))))
@@ -155,7 +156,11 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-    return model, float(np.mean(losses[-max(1, len(losses) // 10):]))
+        if (step + 1) % every == 0 or step + 1 == config.steps:
+            curve.append([step + 1, float(np.mean(losses))])
+            log.info(f"recall seed {seed} step {step + 1}: loss {curve[-1][1]:.4f} nats")
+            losses = []
+    return model, curve
 
 
 def masked_log2_probs(model, ids: np.ndarray, starts: np.ndarray, count: int, device, dtype) -> torch.Tensor:

@@ -37,10 +37,13 @@ class RecallBatch:
 
 
 def make_key(rng: np.random.Generator, length: int) -> np.ndarray:
-    """A random key of ``length`` bases (uint8)."""
-    if not 1 <= length <= MAX_KEY_LENGTH:
-        raise GenossmError(f"key length must be in [1, {MAX_KEY_LENGTH}], got {length}")
-    return rng.integers(0, 4, length, dtype=np.uint8)
+    """A random key of ``length`` bases (uint8) that differs from its reversal (the mirror case's key)."""
+    if not 2 <= length <= MAX_KEY_LENGTH:
+        raise GenossmError(f"key length must be in [2, {MAX_KEY_LENGTH}], got {length}")
+    while True:
+        key = rng.integers(0, 4, length, dtype=np.uint8)
+        if not np.array_equal(key, key[::-1]):
+            return key
 
 
 def kmer_codes(ids: np.ndarray, k: int) -> np.ndarray:

@@ -36,11 +36,15 @@ def git_state():
         return subprocess.run(["git", "--no-optional-locks", "-C", str(_PACKAGE), *args], capture_output=True,
                               text=True, timeout=30)
     try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode:
+        top = git("rev-parse", "--show-toplevel")
+        # the checkout must be genossm's own, not some repository an installed copy happens to sit in
+        if top.returncode or Path(top.stdout.strip()).resolve() / "genossm" != _PACKAGE:
             return None, None
+        head = git("rev-parse", "HEAD")
         status = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.TimeoutExpired):
+        return None, None
+    if head.returncode:
         return None, None
     return head.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None
 

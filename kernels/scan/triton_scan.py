@@ -84,7 +84,10 @@ def _program_block(A_ptr, bias_ptr, D, N, n_chunks, BD: tl.constexpr, BN: tl.con
     mask_n = offs_n < N
     mask_nd = mask_n[:, None] & mask_d[None, :]
     A = tl.load(A_ptr + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0) if HAS_BIAS else 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
+    else:
+        bias = tl.zeros((BD,), dtype=tl.float32)
     off_state = ((bid * n_chunks + cid) * N + offs_n[:, None]) * D + offs_d[None, :]
     return bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state
 
