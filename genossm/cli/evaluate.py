@@ -14,10 +14,10 @@ import click
 from click.core import ParameterSource
 
 
-class IntList(click.ParamType):
-    """Comma-separated integers: 1024,16384,131072."""
+class NumberList(click.ParamType):
+    """Comma-separated numbers: 1024,16384,131072 (int, or the type given)."""
 
-    name = "INT,..."
+    name = "N,..."
 
     def __init__(self, cast=int):
         self.cast = cast
@@ -56,24 +56,25 @@ def evaluate():
 
 @evaluate.command()
 @common_options
-@click.option("--seeds", type=IntList(), help="One training run per seed [0,1,2].")
-@click.option("--lengths", type=IntList(), help="Evaluation sequence lengths [8192,65536,1048576,4194304].")
+@click.option("--seeds", type=NumberList(), help="One training run per seed [0,1,2].")
+@click.option("--lengths", type=NumberList(), help="Evaluation sequence lengths [8192,65536,1048576,4194304].")
 @click.option("--directions", type=click.Choice(["both", "forward", "mirror"]), default="both", show_default=True,
               help="forward: pair early, query late; mirror: the same read backwards.")
 @click.option("--key-length", type=click.IntRange(min=1), help="Key k-mer length, 16..31 [16].")
 @click.option("--value-length", type=click.IntRange(min=1), help="Value k-mer length [8].")
 @click.option("--train-length", type=click.IntRange(min=1), help="Longest training sequence [8192].")
 @click.option("--min-train-length", type=click.IntRange(min=1), help="Shortest training sequence [256].")
-@click.option("--steps", type=click.IntRange(min=1), help="Training steps per seed [4000].")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps per seed [10000].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Training sequences per step [32].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate [1e-3].")
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warmup steps [200].")
 @click.option("--d-model", type=click.IntRange(min=1), help="Model width [64].")
-@click.option("--n-layer", type=click.IntRange(min=1), help="Model depth [2].")
+@click.option("--n-layer", type=click.IntRange(min=1), help="Model depth [4].")
 @click.option("--examples", type=click.IntRange(min=1), help="Evaluation sequences per seed, direction, length [64].")
 @click.option("--neighbourhood", type=click.IntRange(min=1),
               help="Truncated-context baseline: bases kept on each side of the masked value [1024].")
-@click.option("--tokens-per-batch", type=click.IntRange(min=1), help="Evaluation tokens per forward pass [4M GPU, 32k CPU].")
+@click.option("--tokens-per-batch", type=click.IntRange(min=1),
+              help="Evaluation tokens per forward pass [4M GPU, 32k CPU].")
 def recall(output, smoke, device, precision, threads, progress, directions, **sizes):
     """Long-range recall: a key k-mer with a value planted early, the key again late with the value
     masked; train at <= 8 kb, evaluate at each length without retraining, for several seeds, against
@@ -100,8 +101,9 @@ def recall(output, smoke, device, precision, threads, progress, directions, **si
               show_default=True, help="Genome files: hold out this last fraction of every contig.")
 @click.option("--topology", type=click.Choice(["auto", "linear", "circular"]), default="auto", show_default=True,
               help="Genome files: contig topology (auto: from the FASTA header / GenBank LOCUS).")
-@click.option("--windows", type=IntList(), help="Window lengths of the context ablation [1024,16384,131072,1048576].")
-@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per window length [70: ~10 min per window for the reference model on one H100].")
+@click.option("--windows", type=NumberList(), help="Window lengths of the context ablation [1024,16384,131072,1048576].")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Optimizer steps per window length [70: ~10 min each for the reference model on one H100].")
 @click.option("--batch-bases", type=click.IntRange(min=1),
               help="Bases per optimizer step, the same for every window (batch = this / window) [1048576].")
 @click.option("--d-model", type=click.IntRange(min=1), help="Model width [256].")
@@ -114,9 +116,11 @@ def recall(output, smoke, device, precision, threads, progress, directions, **si
 @click.option("--eval-bases", type=click.IntRange(min=1),
               help="Score only this many held-out bases, in evenly spaced blocks [all].")
 @click.option("--markov-max-order", type=click.IntRange(min=0), help="Highest Markov order tried [12].")
-@click.option("--markov-betas", type=IntList(float), help="Smoothing strengths (beta) tried [2,8,32,128,512,2048].")
+@click.option("--markov-betas", type=NumberList(float),
+              help="Smoothing strengths (beta) tried [2,8,32,128,512,2048].")
 @click.option("--num-workers", type=click.IntRange(min=0), help="Training data loader workers [4].")
-@click.option("--tokens-per-batch", type=click.IntRange(min=1), help="Scoring tokens per forward pass [2M GPU, 32k CPU].")
+@click.option("--tokens-per-batch", type=click.IntRange(min=1),
+              help="Scoring tokens per forward pass [2M GPU, 32k CPU].")
 def heldout(output, smoke, device, precision, threads, progress, inputs, work_dir, split, holdout_fraction, topology,
             **sizes):
     """Held-out masked-base prediction on INPUTS (FASTA/GenBank files of one genome, or one token

@@ -136,8 +136,9 @@ def run_heldout(inputs, config: HeldoutConfig, *, work_dir=None, split: str = "t
         eval_layout = replace(layout, heldout={"eval": regions})
         models = []
         for window in config.windows:
-            models.append(train_and_score(store, layout, eval_layout, window, config, work / "runs" / f"window_{window}",
-                                          device, precision, dtype, tokens_per_batch, progress))
+            run_dir = work / "runs" / f"window_{window}"
+            models.append(train_and_score(store, layout, eval_layout, window, config, run_dir, device, precision,
+                                          dtype, tokens_per_batch, progress))
             if models[-1]["scored_bases"] != scored:
                 raise RuntimeError(f"window {window}: scored {models[-1]['scored_bases']} bases, baselines {scored}")
             log.info(f"window {window:,}: {models[-1]['bits_per_base']:.4f} bits/base, "

@@ -45,12 +45,12 @@ class RecallConfig:
     lengths: tuple = (8192, 65536, 1_048_576, 4_194_304)  # evaluation lengths
     directions: tuple = DIRECTIONS
     seeds: tuple = (0, 1, 2)
-    steps: int = 4000
+    steps: int = 10_000  # induction-style tasks sit on a plateau at chance for a while before they click
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 200
     d_model: int = 64
-    n_layer: int = 2
+    n_layer: int = 4
     examples: int = 64  # evaluation sequences per (seed, direction, length)
     neighbourhood: int = 1024  # bases each side of the masked value in the truncated baseline
     tokens_per_batch: int | None = None  # evaluation batch size in tokens [4M on GPU, 32k on CPU]
@@ -155,9 +155,9 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())  # no host sync per step
         if (step + 1) % every == 0 or step + 1 == config.steps:
-            curve.append([step + 1, float(np.mean(losses))])
+            curve.append([step + 1, torch.stack(losses).mean().item()])
             log.info(f"recall seed {seed} step {step + 1}: loss {curve[-1][1]:.4f} nats")
             losses = []
     return model, curve
