@@ -18,15 +18,23 @@ import pandas as pd
 import pytest
 import torch
 
-from train_helpers import make_store, tiny_config
+from train_helpers import DDP_SCRIPT, make_store, tiny_config
 from workflow_helpers import BIN, EMBEDDINGS, PREDICTIONS, copy_workflow, env, job_counts, snakemake
 from workflow_helpers import demo_run  # noqa: F401  (the shared local demo run, a fixture)
+
+def cluster_is_up() -> bool:
+    """sbatch is installed and the controller reports a usable node."""
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return out.returncode == 0 and bool(re.search(r"idle|mixed|allocated", out.stdout))
+
 
 pytestmark = [
     pytest.mark.slurm,
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("sbatch") is None,
-                       reason="sbatch not found: no SLURM cluster here (.ci/run starts a local one)"),
+    pytest.mark.skipif(not cluster_is_up(),
+                       reason="no running SLURM cluster here (.ci/run starts a local one)"),
 ]
 
 LOCAL_CLUSTER = [
@@ -50,20 +58,6 @@ def test_demo_pipeline_through_slurm_equals_the_local_run(demo_run, tmp_path):  
     pd.testing.assert_frame_equal(pd.read_parquet(wf / PREDICTIONS), pd.read_parquet(demo_run / PREDICTIONS))
     pd.testing.assert_frame_equal(pd.read_parquet(wf / EMBEDDINGS), pd.read_parquet(demo_run / EMBEDDINGS))
     assert "Nothing to be done" in snakemake(wf, "-n", "--profile", "workflows/profiles/slurm", *LOCAL_CLUSTER).stdout
-
-
-DDP_SCRIPT = """
-import sys, torch
-from genossm.train import load_config, train
-from genossm.train.module import MaskedLMModule
-
-def dump(self):  # each rank records the weights it ends with
-    torch.save({k: v.detach().clone() for k, v in self.model.state_dict().items()},
-               f"{sys.argv[2]}/rank{self.global_rank}.pt")
-
-MaskedLMModule.on_train_end = dump
-train(load_config(sys.argv[1]), run_dir=f"{sys.argv[2]}/run")
-"""
 
 
 def test_srun_two_tasks_train_the_same_weights(tmp_path):
