@@ -1,6 +1,6 @@
 """``selective_scan``: the public op. Triton on CUDA, the vectorized chunked PyTorch reference on
-the CPU. Registered with ``torch.library`` (custom ops with
-fake implementations and autograd) so ``torch.compile`` can trace models that call it.
+the CPU. Registered with ``torch.library`` (custom ops with fake implementations and autograd) so
+``torch.compile`` can trace models that call it.
 
 Shapes: u, delta, z (batch, L, D); B, C (batch, L, N); A (D, N) float32; D, delta_bias (D,)
 float32; initial_state (batch, D, N) float32.
@@ -15,7 +15,6 @@ import triton
 
 from genossm.kernels.scan import triton_scan as K
 from genossm.kernels.scan.reference import selective_scan_ref
-
 
 
 @dataclass
@@ -40,8 +39,9 @@ def use_triton(u: torch.Tensor) -> bool:
 
 def default_chunk_size(batch: int, length: int, dim: int, block_d: int, device=None) -> int:
     """Split the sequence so that one wave of one-warp programs fills the GPU (about 24 resident
-    per SM at our register use): more chunks idle nothing, fewer leave SMs empty. A multiple of
-    the tile; the saved chunk-start states (batch, L / chunk, N, D) stay small."""
+    per SM at our register use): fewer chunks leave SMs idle, more add a second, mostly empty
+    wave. A multiple of the tile; the saved chunk-start states (batch, L / chunk, N, D) stay
+    small."""
     sms = _multiprocessors(device)
     programs_without_chunks = batch * triton.cdiv(dim, block_d)
     chunks_wanted = max(1, sms * 24 // programs_without_chunks)
