@@ -28,6 +28,7 @@ from genossm.model import GenoSSM, GenoSSMConfig
 from genossm.score.genome import Genome
 from genossm.score.passes import TOKENS_PER_BATCH
 from genossm.score.variants import score_table
+from genossm.utils.cuda import is_out_of_memory
 
 REFERENCE = {"d_model": 256, "n_layer": 16}
 TINY = {"d_model": 16, "n_layer": 2}
@@ -75,10 +76,6 @@ def measure(model, context, n, scores, batch_size, device):
             "bases_per_s": passes * context / seconds, "peak_gib": peak, "status": "ok"}
 
 
-def is_oom(err) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -112,7 +109,7 @@ def main(argv=None):
         try:
             row = measure(model, context, n, scores, args.batch_size, device)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
-            if not is_oom(err):
+            if not is_out_of_memory(err):
                 raise
             row = {"context": context, "variants": n, "status": "out of memory"}
         print(f"  context {context:,}: {row['status']}", file=sys.stderr)

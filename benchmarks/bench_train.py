@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from genossm.train.module import MaskedLMModule
+from genossm.utils.cuda import is_out_of_memory
 
 REFERENCE = {"d_model": 256, "n_layer": 16}
 TINY = {"d_model": 32, "n_layer": 2}
@@ -72,10 +73,6 @@ def measure(module, optimizer, batch, length, device, steps, warmup, dtype):
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")  # weights included
     return {"batch": batch, "length": length, "bases": batch * length, "s_per_step": seconds,
             "bases_per_s": batch * length / seconds, "peak_gib": peak, "loss": float(loss.detach()), "status": "ok"}
-
-
-def is_oom(err) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
 def main(argv=None):
@@ -144,7 +141,7 @@ def run_one(module, optimizer, batch, length, device, args, dtype, longest=False
     try:
         row = measure(module, optimizer, batch, length, device, args.steps, args.warmup, dtype)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
-        if not is_oom(err):
+        if not is_out_of_memory(err):
             raise
         optimizer.zero_grad(set_to_none=True)
         row = {"batch": batch, "length": length, "bases": batch * length, "status": "out of memory"}

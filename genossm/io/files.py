@@ -19,7 +19,6 @@ except ImportError:
 GZIP_MAGIC = b"\x1f\x8b"
 FORMATS = ("fasta", "genbank", "bam", "cram", "sam")
 GENOME_FORMATS = ("fasta", "genbank")
-READ_FORMATS = ("bam", "cram", "sam")
 
 _RAW_BLOCK = 1 << 17  # compressed bytes per read (~400 kB of FASTA): small blocks pipeline well
 _PLAIN_BLOCK = 1 << 20  # ~1 MB blocks keep the per-block arrays in cache-friendly, reused memory

@@ -45,6 +45,16 @@ def _adjoint_combine(a_l, m_l, v_l, a_e, m_e, v_e):
 
 
 @triton.jit
+def _dt_from_delta(delta, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """dt = delta + delta_bias, then softplus (linear above 20, where softplus(x) == x in fp32)."""
+    if HAS_BIAS:
+        delta += bias
+    if SOFTPLUS:
+        delta = tl.where(delta <= 20.0, tl.log(1.0 + tl.exp(delta)), delta)
+    return delta
+
+
+@triton.jit
 def _load_tile(u_ptr, dt_ptr, bias, B_ptr, bid, p0, L, offs_d, mask_d, offs_n, mask_n,
                stride_ub, stride_ul, stride_bb, stride_bl,
                T: tl.constexpr, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -58,10 +68,7 @@ def _load_tile(u_ptr, dt_ptr, bias, B_ptr, bid, p0, L, offs_d, mask_d, offs_n, m
     m2 = mask_p[:, None] & mask_d[None, :]
     off_u = bid * stride_ub + t[:, None] * stride_ul + offs_d[None, :]
     dt = tl.load(dt_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        dt += bias[None, :]
-    if SOFTPLUS:
-        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+    dt = _dt_from_delta(dt, bias[None, :], SOFTPLUS, HAS_BIAS)
     dt = tl.where(m2, dt, 0.0)
     u = tl.load(u_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
     off_b = bid * stride_bb + t[:, None] * stride_bl + offs_n[None, :]
@@ -105,10 +112,7 @@ def _load_step(u_ptr, dt_ptr, B_ptr, bias, bid, p, L, offs_d, mask_d, offs_n, ma
     m = mask_d & (offs_d * 0 + p < L)  # vector form: the interpreter rejects scalar masks
     row = bid * stride_ub + t * stride_ul
     dt = tl.load(dt_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        dt += bias
-    if SOFTPLUS:
-        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+    dt = _dt_from_delta(dt, bias, SOFTPLUS, HAS_BIAS)
     dt = tl.where(m, dt, 0.0)
     u = tl.load(u_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
     brow = bid * stride_bb + t * stride_bl
