@@ -9,7 +9,11 @@ positions of a random genome, for the reference model (d_model 256, 16 layers, r
 speed does not depend on training) at contexts 8,192, 131,072 and 1,048,576. The default score set
 is ``llr`` (2 passes per SNV); ``--scores llr,cosine_distance`` adds the opt-in embedding score.
 Each context first gets an untimed warm-up call of one full batch (kernel compilation,
-autotuning). Runs on torch + numpy + pandas only (no pysam): the GPU machines have nothing else.
+autotuning). ``--compile`` torch.compiles each block (``GenoSSM.compile_blocks``); the warm-up call
+then scores the whole table, so that every batch shape of the timed call (the last batch is
+smaller) is compiled before it. ``--compile both`` measures each context without, then with
+compilation (two models with the same seeded weights) and gives each compiled row its speed-up.
+Runs on torch + numpy + pandas only (no pysam): the GPU machines have nothing else.
 Prints a table; writes JSON to benchmarks/results/bench_predict.json (or --out).
 """
 
@@ -53,12 +57,26 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(model, context, n, scores, batch_size, device):
+def build(config, context_length, device, compile_backend=None):
+    """The model from seed 0 in eval mode; with ``compile_backend`` its blocks are compiled (one
+    static-shape graph per batch shape)."""
+    torch.manual_seed(0)
+    model = GenoSSM(GenoSSMConfig(context_length=context_length, **config)).to(device).eval()
+    return model.compile_blocks(backend=compile_backend, dynamic=False) if compile_backend else model
+
+
+def measure(model, context, n, scores, batch_size, device, compiled=False):
     genome, table = synthetic(context, n)
+    if compiled:  # drop earlier contexts' graphs: past dynamo's recompile limit blocks would run uncompiled
+        torch._dynamo.reset()
     options = {"context": context, "scores": scores, "batch_size": batch_size, "device": device, "progress": False}
-    # warm-up with at least one full batch (kernel compilation and autotuning for the timed shapes)
+    # warm-up with at least one full batch (kernel compilation and autotuning for the timed shapes);
+    # compiled: with every batch shape of the timed call (each new shape compiles)
     full = batch_size or max(1, TOKENS_PER_BATCH.get(device.type, 1 << 16) // context)
-    score_table(model, genome, table.iloc[: min(n, full)], **options)
+    start = time.perf_counter()
+    score_table(model, genome, table if compiled else table.iloc[: min(n, full)], **options)
+    sync(device)
+    warmup_seconds = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -73,7 +91,15 @@ def measure(model, context, n, scores, batch_size, device):
     passes = n * (2 if scores == ("llr",) else 6)  # llr: ref=alt pass per strand; cosine: ref + alt per strand
     peak = (torch.cuda.max_memory_allocated(device) - base) / 2**30 if device.type == "cuda" else float("nan")
     return {"context": context, "variants": n, "passes": passes, "seconds": seconds, "variants_per_s": n / seconds,
-            "bases_per_s": passes * context / seconds, "peak_gib": peak, "status": "ok"}
+            "bases_per_s": passes * context / seconds, "peak_gib": peak, "warmup_s": warmup_seconds, "status": "ok"}
+
+
+def add_speedups(rows):
+    """``vs_eager`` of each compiled row: its variants/s over the uncompiled row's at the same context."""
+    eager = {r["context"]: r for r in rows if not r["compile"] and r["status"] == "ok"}
+    for r in rows:
+        if r["compile"] and r["status"] == "ok" and r["context"] in eager:
+            r["vs_eager"] = r["variants_per_s"] / eager[r["context"]]["variants_per_s"]
 
 
 def main(argv=None):
@@ -86,6 +112,10 @@ def main(argv=None):
     parser.add_argument("--variants", type=int, help="SNVs per context (default: 512 at 8k, 64 at 131k, 16 at 1M)")
     parser.add_argument("--scores", default="llr", help="comma-separated score set (default: llr)")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass (default: ~1M tokens)")
+    parser.add_argument("--compile", nargs="?", const="on", default="off", choices=["off", "on", "both"],
+                        help="torch.compile each block; both: measure each context without, then with")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend (aot_eager compiles fast: CPU tests)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_predict.json"))
     args = parser.parse_args(argv)
 
@@ -97,35 +127,48 @@ def main(argv=None):
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    torch.manual_seed(0)
-    model = GenoSSM(GenoSSMConfig(context_length=max(contexts), **config)).to(device).eval()
-    params = sum(p.numel() for p in model.parameters())
+    variants = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    models = {compiled: build(config, max(contexts), device, args.compile_backend if compiled else None)
+              for compiled in variants}
+    params = sum(p.numel() for p in models[variants[0]].parameters())
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"model {config}, {params / 1e6:.2f}M parameters, scores {scores}, device {device_name}", file=sys.stderr)
+    compile_label = "off" if args.compile == "off" else f"{args.compile} ({args.compile_backend})"
+    print(f"model {config}, {params / 1e6:.2f}M parameters, scores {scores}, device {device_name}, "
+          f"compile {compile_label}", file=sys.stderr)
 
     rows = []
     for context in contexts:
         n = args.variants or (8 if args.tiny else VARIANTS.get(context, max(8, 2**23 // context)))
-        try:
-            row = measure(model, context, n, scores, args.batch_size, device)
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
-            if not is_out_of_memory(err):
-                raise
-            row = {"context": context, "variants": n, "status": "out of memory"}
-        print(f"  context {context:,}: {row['status']}", file=sys.stderr)
-        rows.append(row)
+        for compiled in variants:  # peaks count from the memory already allocated: not the other model
+            try:
+                row = measure(models[compiled], context, n, scores, args.batch_size, device, compiled)
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+                if not is_out_of_memory(err):
+                    raise
+                row = {"context": context, "variants": n, "status": "out of memory"}
+            row["compile"] = compiled
+            print(f"  context {context:,}{' compiled' if compiled else ''}: {row['status']}", file=sys.stderr)
+            rows.append(row)
+    both = len(variants) > 1
+    if both:
+        add_speedups(rows)
 
-    print(f"{'context':>10} {'variants':>9} {'seconds':>9} {'variants/s':>11} {'bases/s':>13} {'peak GiB':>9}  status")
+    nan = float("nan")
+    extra = f" {'compile':>7} {'vs eager':>8}" if both else ""
+    print(f"{'context':>10}{extra} {'variants':>9} {'seconds':>9} {'variants/s':>11} {'bases/s':>13} "
+          f"{'peak GiB':>9}  status")
     for r in rows:
-        print(f"{r['context']:>10,} {r['variants']:>9} {r.get('seconds', float('nan')):>9.2f} "
-              f"{r.get('variants_per_s', float('nan')):>11.2f} {r.get('bases_per_s', float('nan')):>13,.0f} "
-              f"{r.get('peak_gib', float('nan')):>9.2f}  {r['status']}")
+        extra = f" {'yes' if r['compile'] else 'no':>7} {r.get('vs_eager', nan):>8.2f}" if both else ""
+        print(f"{r['context']:>10,}{extra} {r['variants']:>9} {r.get('seconds', nan):>9.2f} "
+              f"{r.get('variants_per_s', nan):>11.2f} {r.get('bases_per_s', nan):>13,.0f} "
+              f"{r.get('peak_gib', nan):>9.2f}  {r['status']}")
 
     result = {
         "benchmark": "bench_predict", "command": " ".join(["python", *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": str(device), "device_name": device_name,
         "torch": torch.__version__, "model": config, "parameters": params, "scores": list(scores),
-        "batch_size": args.batch_size, "rows": rows,
+        "batch_size": args.batch_size, "compile": {"off": False, "on": True, "both": "both"}[args.compile],
+        "compile_backend": args.compile_backend if args.compile != "off" else None, "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

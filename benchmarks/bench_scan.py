@@ -10,6 +10,7 @@ Prints a table; writes JSON to benchmarks/results/bench_scan.json (or --out).
 """
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -21,9 +22,10 @@ import triton.testing
 from genossm.kernels import bidirectional_selective_scan, selective_scan, selective_scan_ref
 from genossm.kernels.scan.op import TUNING
 
-# (tile, block_d, num_warps, bwd_block_d, bwd_num_warps) tried by --sweep
-SWEEP = [(4, 32, 1, 32, 1), (4, 64, 2, 32, 1), (4, 32, 1, 16, 1), (2, 32, 1, 32, 1),
-         (8, 32, 1, 32, 1), (4, 128, 4, 32, 1), (4, 32, 1, 64, 2)]
+# launch configurations tried by --sweep: ScanTuning fields changed from the defaults
+SWEEP = [{}, {"programs_per_sm": 24}, {"programs_per_sm": 19}, {"programs_per_sm": 8},
+         {"groups": 8}, {"groups": 32}, {"lane_sums": False}, {"group": 4, "groups": 8},
+         {"bwd_block_d": 64, "bwd_num_warps": 2}]
 
 
 def bench(fn, reps=20):
@@ -93,9 +95,10 @@ def sweep(length, dim, nstate, dev):
                                    delta_bias=t["delta_bias"], delta_softplus=True)
     gy = torch.randn(1, length, dim, device=dev, generator=gen).to(torch.bfloat16)
     rows = []
+    defaults = dataclasses.asdict(TUNING)
     for cfg in SWEEP:
-        (TUNING.tile, TUNING.block_d, TUNING.num_warps, TUNING.bwd_block_d,
-         TUNING.bwd_num_warps) = cfg
+        for key, value in dict(defaults, **cfg).items():
+            setattr(TUNING, key, value)
         try:
             fwd = triton.testing.do_bench(lambda: one(x), warmup=10, rep=150, return_mode="median")
             both = triton.testing.do_bench(
@@ -105,9 +108,33 @@ def sweep(length, dim, nstate, dev):
             fwd = both = float("nan")
             print(f"{cfg}: {type(err).__name__}: {str(err)[:200]}")
         rows.append({"config": cfg, "fwd_ms": fwd, "fwdbwd_ms": both})
-        print(f"tile/block_d/warps/bwd_block_d/bwd_warps {cfg}: fwd {fwd:.3f} ms  "
-              f"fwd+bwd {both:.3f} ms", flush=True)
+        print(f"{cfg or 'defaults'}: fwd {fwd:.3f} ms  fwd+bwd {both:.3f} ms", flush=True)
+    for key, value in defaults.items():
+        setattr(TUNING, key, value)
     return rows
+
+
+def profile(length, dim, nstate, dev):
+    """Per-kernel CUDA time of one direction's forward + backward (torch.profiler)."""
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = {k: v.requires_grad_(v.is_floating_point()) for k, v in
+         inputs(length, dim, nstate, dev, gen).items()}
+    z = torch.randn(1, length, dim, device=dev, generator=gen).to(torch.bfloat16)
+
+    def step():
+        y = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=z,
+                           delta_bias=x["delta_bias"], delta_softplus=True)
+        torch.autograd.grad(y, list(x.values()), torch.ones_like(y))
+
+    step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=20)
+    print(table)
+    return table
 
 
 def main():
@@ -118,8 +145,15 @@ def main():
     ap.add_argument("--ref-max-length", type=int, default=65536)
     ap.add_argument("--out", default="benchmarks/results/bench_scan.json")
     ap.add_argument("--sweep", type=int, metavar="L", help="only sweep launch configs at length L")
+    ap.add_argument("--profile", type=int, metavar="L",
+                    help="only print per-kernel times of 3 fwd+bwd calls at length L")
     args = ap.parse_args()
     dev = torch.device("cuda")
+    if args.profile:
+        text = profile(args.profile, args.dim, args.state, dev)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).with_suffix(".profile.txt").write_text(text)
+        return
     if args.sweep:
         rows = sweep(args.sweep, args.dim, args.state, dev)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

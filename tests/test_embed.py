@@ -102,6 +102,20 @@ def test_variant_embeddings_give_predicts_cosine_distance(setup):
     assert np.isnan(ref[2]).all()
 
 
+def test_compile_flag_reaches_the_model(setup, monkeypatch):
+    from genossm.model import GenoSSM
+
+    calls = []
+    monkeypatch.setattr(GenoSSM, "compile_blocks", lambda self, **options: calls.append(options) or self)
+    argv = ["embed", "-m", setup["model_dir"], "-r", setup["reference"], "-b", setup["bed"], "--no-progress"]
+    out = setup["root"] / "compiled.parquet"
+    assert CliRunner().invoke(main, [*argv, "-o", str(out)]).exit_code == 0 and calls == []  # off by default
+    result = CliRunner().invoke(main, [*argv, "-o", str(out), "--compile"])
+    assert result.exit_code == 0, result.stderr
+    assert calls == [{}] and len(pd.read_parquet(out)) == 3
+    assert "--compile / --no-compile" in CliRunner().invoke(main, ["embed", "--help"]).output
+
+
 def test_bad_regions_and_options(setup):
     bed = setup["root"] / "bad.bed"
     bed.write_text("a\t1\t5\nzz\t1\t5\n")

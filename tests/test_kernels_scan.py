@@ -15,6 +15,13 @@ from genossm.kernels import (
     selective_scan_ref,
     selective_scan_triton,
 )
+from genossm.kernels.scan import op
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Kernel outputs start as NaN: an element a kernel fails to write fails the comparison."""
+    monkeypatch.setattr(op, "POISON_OUTPUTS", True)
 
 CHUNK = 32
 # relative-norm tolerance by input dtype (bf16/fp16 inputs are rounded before the reference sees them)
@@ -180,6 +187,41 @@ def test_torch_compile_traces_the_op(device):
     f(u2, x["delta"]).backward()
     assert torch.allclose(val, f(x["u"], x["delta"]))
     assert torch.allclose(u.grad, u2.grad)
+
+
+def test_opcheck_fake_kernels_and_autograd(device):
+    # the fake (meta) kernels must promise the shapes, dtypes and strides the real ones return
+    # (torch.compile's Inductor asserts them); opcheck also checks the autograd registration
+    x = make_inputs(1, 2 * CHUNK, 8, 4, torch.float32, device, seed=21)
+    leaf = lambda t: t.clone().requires_grad_(True)
+    args = (leaf(x["u"]), leaf(x["delta"]), leaf(x["A"]), leaf(x["B"]), leaf(x["C"]), leaf(x["D"]),
+            leaf(x["z"]), leaf(x["delta_bias"]), None, True, False, CHUNK)
+    torch.library.opcheck(op._selective_scan_fwd, args,
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    dout = torch.randn(x["u"].shape, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        _, ypre, _, h_in, dtsum = op._selective_scan_fwd(*[a.detach() if torch.is_tensor(a) else a
+                                                            for a in args])
+    bwd_args = (dout, None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+                x["delta_bias"], ypre, h_in, dtsum, True, False, CHUNK)
+    torch.library.opcheck(op._selective_scan_bwd, bwd_args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_opcheck_bidirectional_fake_kernels(device):
+    from genossm.kernels.scan import bidirectional as bi
+
+    x, r = (make_inputs(1, 2 * CHUNK, 8, 4, torch.float32, device, seed=s) for s in (22, 23))
+    per_dir = lambda d: [d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], d["delta_bias"]]
+    tensors = per_dir(x) + per_dir(r) + [x["z"]]
+    torch.library.opcheck(bi._bidir_fwd, (*[t.clone().requires_grad_(True) for t in tensors],
+                                          True, CHUNK),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    _, ypre, h_in_f, dtsum_f, h_in_r, dtsum_r = bi._bidir_fwd(*tensors, True, CHUNK)
+    dout = torch.randn(x["u"].shape, generator=torch.Generator().manual_seed(0)).to(device)
+    torch.library.opcheck(bi._bidir_bwd, (dout, *tensors, ypre, h_in_f, dtsum_f, h_in_r, dtsum_r,
+                                          True, CHUNK),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

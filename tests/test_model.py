@@ -73,6 +73,24 @@ def test_save_pretrained_and_reload(tmp_path):
     assert torch.equal(model(ids), GenoSSM.from_pretrained(tmp_path / "last.ckpt")(ids))
 
 
+def test_compile_blocks_keeps_state_dict_keys_and_outputs(tmp_path):
+    torch.manual_seed(5)
+    model = GenoSSM(GenoSSMConfig(**TINY)).eval()
+    keys = list(model.state_dict())
+    ids = torch.randint(0, 7, (2, 40), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(ids)
+    torch.compiler.reset()  # Dynamo's cache is per process: no graphs from other tests
+    assert model.compile_blocks(backend="aot_eager") is model  # Inductor compiles for minutes on CPU
+    assert list(model.state_dict()) == keys  # checkpoints and save_pretrained see the plain names
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), expected)
+    torch.compiler.reset()
+    model.save_pretrained(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(GenoSSM.from_pretrained(tmp_path / "m")(ids), expected)
+
+
 def test_from_pretrained_errors(tmp_path):
     from genossm.errors import GenossmError
 

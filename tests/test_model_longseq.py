@@ -38,6 +38,18 @@ def test_chunked_hidden_states_equal_full_pass(model, layer, tmp_path):
     torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
 
 
+def test_bfloat16_activations_with_float32_weights(model):
+    # the GPU setting: float32 weights, bf16 activations under autocast
+    ids = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(5))
+    model32 = GenoSSM(model.config)
+    model32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    full = model32.eval()(ids[None])[0]
+    got = long_forward(model32, ids, chunk_size=16, dtype=torch.bfloat16,
+                       buffer_dtype=torch.bfloat16)
+    assert got.dtype == torch.float32 and got.shape == full.shape
+    assert (got - full).norm() / full.norm() < 0.05
+
+
 def test_rejects_unknown_output(model):
     with pytest.raises(ValueError, match="output must be"):
         long_forward(model, torch.zeros(4, dtype=torch.long), output="bogus")

@@ -93,6 +93,18 @@ def test_unknown_contig_and_bad_output_name_fail_cleanly(inputs):
         assert result.exit_code == 2 and "no CUDA device is available" in result.stderr
 
 
+def test_compile_flag_reaches_the_model(inputs, monkeypatch):
+    from genossm.model import GenoSSM
+
+    calls = []
+    monkeypatch.setattr(GenoSSM, "compile_blocks", lambda self, **options: calls.append(options) or self)
+    assert _run(inputs, "-v", inputs["vcf"], "-o", "-").exit_code == 0 and calls == []  # off by default
+    result = _run(inputs, "-v", inputs["vcf"], "-o", "-", "--compile")
+    assert result.exit_code == 0, result.stderr
+    assert calls == [{}] and "5 ALT alleles: 4 ok" in result.stderr
+    assert "--compile / --no-compile" in CliRunner().invoke(main, ["predict", "--help"]).output
+
+
 @pytest.mark.slow
 def test_two_process_ddp_keeps_input_order_and_writes_once(inputs, tmp_path):
     """Lightning DDP on two CPU processes (gloo): the same table as one process, on stdout once."""

@@ -58,6 +58,8 @@ MODEL = "model: {d_model: 32, n_layer: 2}\n"
     (MODEL + "data: {window: 5}\n", "data.store", "missing required key"),
     (MINIMAL + "trainer: {precision: fp8}\n", "trainer.precision", "expected one of"),
     (MINIMAL + "trainer: {devices: 0}\n", "trainer.devices", "must be >= 1"),
+    (MINIMAL + "trainer: {compile: fast}\n", "trainer.compile", "expected true/false or 'auto', got 'fast'"),
+    (MINIMAL + "trainer: {compile: 1}\n", "trainer.compile", "expected true/false or 'auto', got 1"),
     (MODEL + "data: 3\n", "data", "expected a mapping"),
     (MINIMAL + "optim: {betas: [0.9]}\n", "optim.betas", "expected a list of 2 values"),
     (MODEL + "data: {store: x, rc_augment: yes please}\n", "data.rc_augment", "expected true/false"),
@@ -68,6 +70,15 @@ def test_bad_config_names_file_and_key(tmp_path, text, where, problem):
     with pytest.raises(GenossmError) as err:
         load_config(path)
     assert str(err.value).startswith(f"{path}: {where}: ") and problem in err.value.problem
+
+
+@pytest.mark.parametrize("text, expected", [("", "auto"), ("auto", "auto"), ("true", True), ("false", False)])
+def test_trainer_compile_values(tmp_path, text, expected):
+    overrides = [f"trainer.compile={text}"] if text else []
+    config = load_config(write(tmp_path, MINIMAL), overrides)
+    assert config.trainer.compile == expected
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml").trainer.compile == expected
 
 
 def test_override_errors_name_the_override(tmp_path):

@@ -157,6 +157,41 @@ def test_run_directory_guards(tmp_path, store):
         train(config, run_dir=tmp_path / "new", resume=True)
 
 
+@pytest.fixture
+def compile_calls(monkeypatch):
+    """Records GenoSSM.compile_blocks calls; compiles with Dynamo's eager backend (Inductor takes minutes on CPU)."""
+    calls, original = [], GenoSSM.compile_blocks
+    torch.compiler.reset()  # Dynamo's cache is per process: no graphs from other tests, none left for them
+
+    def record(self, **options):
+        calls.append(options)
+        return original(self, backend="eager")
+    monkeypatch.setattr(GenoSSM, "compile_blocks", record)
+    yield calls
+    torch.compiler.reset()
+
+
+@pytest.mark.parametrize("setting", ["auto", False])
+def test_compile_off_on_cpu(tmp_path, store, compile_calls, setting):
+    train(tiny_config(store, trainer={"compile": setting, "max_steps": 1}), run_dir=tmp_path / "run")
+    assert compile_calls == []  # auto compiles on CUDA only
+
+
+def test_compiled_run_checkpoints_plain_names_and_resumes(tmp_path, store, compile_calls):
+    config = tiny_config(store, trainer={"compile": True, "max_steps": 2, "val_every_n_steps": 2,
+                                        "checkpoint_every_n_steps": 2})
+    run = train(config, run_dir=tmp_path / "run")
+    assert compile_calls == [{}]
+    plain = [f"model.{k}" for k in GenoSSM(config.model).state_dict()]
+    assert list(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]) == plain
+    assert sorted(load_file(run / "model" / "model.safetensors")) == sorted(k[len("model."):] for k in plain)
+    config.trainer.max_steps = 3
+    train(config, run_dir=run, resume=True)
+    assert compile_calls == [{}, {}]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert len(train_losses(metrics(run, 1))) == 1  # one more step, from the compiled run's checkpoint
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

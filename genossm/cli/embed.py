@@ -25,7 +25,7 @@ from genossm.cli.predict import run_options
               help="With --variants: keep going when VCF contigs are missing from the reference.")
 @run_options
 def embed(model, reference, bed, variants, output, pool, layer, context, skip_unknown_contigs,
-          device, devices, precision, batch_size, threads, progress):
+          device, devices, precision, batch_size, threads, compile, progress):
     """Write MODEL embeddings of BED regions (one row per region: chrom, start, end, name,
     emb_0..emb_{d-1}; forward and reverse-complement strands averaged) or, with --variants, of
     the ref and alt haplotypes around each ALT, to parquet (pandas.read_parquet reads it)."""
@@ -44,4 +44,5 @@ def embed(model, reference, bed, variants, output, pool, layer, context, skip_un
         options.update(threads=threads, skip_unknown_contigs=skip_unknown_contigs)
     elif skip_unknown_contigs:
         raise GenossmError("--skip-unknown-contigs applies to --variants only (BED regions must be on the reference)")
-    run_embed(model, reference, output, bed=bed, variants=variants, pool=pool, layer=layer, context=context, **options)
+    run_embed(model, reference, output, bed=bed, variants=variants, pool=pool, layer=layer, context=context,
+              compile=compile, **options)

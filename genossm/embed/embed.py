@@ -13,11 +13,11 @@ from genossm.score.passes import is_global_zero, load_model, resolve_device
 
 
 def embed(model, reference, output, *, bed=None, variants=None, pool: str = "mean", layer: int = -1,
-          context=None, **options):
+          context=None, compile: bool = False, **options):
     """Embed the regions of ``bed`` or the variants of ``variants`` (exactly one) into ``output``.
 
-    See :func:`embed_regions` and :func:`embed_variants` for the tables. Returns the table; with
-    ``devices > 1`` only rank 0 writes.
+    See :func:`embed_regions` and :func:`embed_variants` for the tables. ``compile``: as in
+    :func:`genossm.score.predict`. Returns the table; with ``devices > 1`` only rank 0 writes.
     """
     if (bed is None) == (variants is None):
         raise GenossmError("give exactly one of a BED file (-b) or a VCF (--variants)")
@@ -25,6 +25,8 @@ def embed(model, reference, output, *, bed=None, variants=None, pool: str = "mea
     options["device"] = resolve_device(options.get("device"))
     model_path = None if isinstance(model, torch.nn.Module) else model
     model = load_model(model)
+    if compile:
+        model.compile_blocks()
     if bed is not None:
         frame = embed_regions(model, reference, bed, pool=pool, layer=layer, context=context, **options)
     else:

@@ -2,41 +2,35 @@
 
 The forward direction's conv is causal (looks at t-K+1..t), the reverse direction's anti-causal
 (t..t+K-1, mirrored weights), so the reverse scan sees exactly what a forward conv would see on the
-flipped sequence. Shifted multiply-adds over the length axis: no transposes, no flipped copies.
+flipped sequence. A sum of K shifted, equally long slices of the padded input: no transposes, no
+flipped copies, no in-place updates (so torch.compile fuses the whole conv into one kernel).
 ``halo_left``/``halo_right`` (batch, K-1, channels) carry the neighbouring positions when a long
 sequence is processed chunk by chunk (zeros at the sequence ends).
 """
 
 import torch
+import torch.nn.functional as F
+
+
+def _shifted_sum(xpad, weight, bias, length):
+    """sum_k w_k xpad[:, k:k+length] + b, accumulated in the weights' dtype, in xpad's dtype."""
+    out = bias + xpad[:, :length] * weight[:, 0]
+    for k in range(1, weight.shape[1]):
+        out = out + xpad[:, k:k + length] * weight[:, k]
+    return out.to(xpad.dtype)
 
 
 def causal_conv(x, weight, bias, halo_left=None):
-    """x (B, L, E), weight (E, K), bias (E,) -> (B, L, E): out_t = b + sum_k w_k x_{t-K+1+k}."""
-    width = weight.shape[1]
-    if halo_left is not None:
-        x = torch.cat([halo_left, x], dim=1)
-    length = x.shape[1] - (0 if halo_left is None else width - 1)
-    offset = x.shape[1] - length
-    out = x[:, offset:] * weight[:, width - 1] + bias
-    for k in range(width - 1):
-        shift = width - 1 - k
-        lo = max(0, shift - offset)
-        if lo < length:
-            out[:, lo:] += x[:, offset + lo - shift: offset + length - shift] * weight[:, k]
-    return out
+    """x (B, L, E), weight (E, K), bias (E,) -> (B, L, E) in x's dtype:
+    out_t = b + sum_k w_k x_{t-K+1+k} (zeros before the start unless ``halo_left`` is given)."""
+    halo = weight.shape[1] - 1
+    xpad = F.pad(x, (0, 0, halo, 0)) if halo_left is None else torch.cat([halo_left, x], dim=1)
+    return _shifted_sum(xpad, weight, bias, x.shape[1])
 
 
 def anticausal_conv(x, weight, bias, halo_right=None):
     """x (B, L, E) -> (B, L, E): out_t = b + sum_k w_k x_{t+K-1-k} (the mirror of causal_conv)."""
-    width = weight.shape[1]
-    length = x.shape[1]
-    if halo_right is not None:
-        x = torch.cat([x, halo_right], dim=1)
-    avail = x.shape[1]
-    out = x[:, :length] * weight[:, width - 1] + bias
-    for k in range(width - 1):
-        shift = width - 1 - k
-        hi = min(length, avail - shift)
-        if hi > 0:
-            out[:, :hi] += x[:, shift: hi + shift] * weight[:, k]
-    return out
+    halo = weight.shape[1] - 1
+    xpad = F.pad(x, (0, 0, 0, halo)) if halo_right is None else torch.cat([x, halo_right], dim=1)
+    return _shifted_sum(xpad, weight.flip(1), bias, x.shape[1])
+

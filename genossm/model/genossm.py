@@ -75,6 +75,13 @@ class GenoSSM(nn.Module):
             return logits
         return logits, [torch.cat([s[:batch], s[batch:].flip(1)], dim=-1) for s in states]
 
+    def compile_blocks(self, **options) -> "GenoSSM":
+        """``torch.compile`` each block in place: Inductor fuses the norm, convs, gating and casts
+        around the scan (which stays one custom op). The first call per input shape compiles."""
+        for layer in self.layers:
+            layer.compile(**options)
+        return self
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

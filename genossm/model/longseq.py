@@ -88,17 +88,20 @@ def long_forward(model: GenoSSM, input_ids, chunk_size: int = 1 << 20, device=No
     ``output="logits"`` returns (L, vocab) float32 log-odds as ``model(ids[None])[0]`` would;
     ``output="hidden"`` returns the residual stream (L, d_model) after ``layer`` blocks
     (``layer=None``: after the last block and the final norm, like ``hidden_states[-1]``).
-    Results live in host memory; device memory stays O(chunk_size x d_inner).
+    Results live in host memory; device memory stays O(chunk_size x d_inner). With ``dtype``
+    bfloat16 or float16 the blocks run under autocast (weights as stored, activations in dtype).
     """
     if output not in ("logits", "hidden"):
         raise ValueError(f"output must be 'logits' or 'hidden', got {output!r}")
     device = torch.device(device or next(model.parameters()).device)
     ids = torch.as_tensor(input_ids).long().reshape(-1)
-    if model.config.rc_equivariant:
-        return _long_forward_rc(model, ids, chunk_size, device, dtype, output, layer,
-                                buffer_dtype, buffer_path)
-    return _trunk_long(model, ids, chunk_size, device, dtype, output, layer, buffer_dtype,
-                       buffer_path)
+    half = dtype in (torch.bfloat16, torch.float16)
+    with torch.autocast(device.type, dtype=dtype if half else torch.bfloat16, enabled=half):
+        if model.config.rc_equivariant:
+            return _long_forward_rc(model, ids, chunk_size, device, dtype, output, layer,
+                                    buffer_dtype, buffer_path)
+        return _trunk_long(model, ids, chunk_size, device, dtype, output, layer, buffer_dtype,
+                           buffer_path)
 
 
 def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path,

@@ -77,6 +77,8 @@ def train(config: TrainConfig, run_dir=None, resume: bool = False) -> Path:
                             masking=asdict(config.masking))
     has_val = data.num_val_windows > 0
     trainer = _trainer(config, run_dir, last, has_val)
+    if _compiles(config.trainer.compile, trainer):
+        module.model.compile_blocks()  # in place: checkpoints and save_pretrained keep the plain key names
     if trainer.is_global_zero:
         _write_config(config, run_dir / "config.yaml", resume)
     with warnings.catch_warnings():
@@ -131,6 +133,11 @@ def _trainer(config: TrainConfig, run_dir: Path, last: Path, has_val: bool) -> p
     except (MisconfigurationException, ValueError, RuntimeError) as err:  # e.g. no GPU, too few GPUs
         raise GenossmError(f"cannot set up training on accelerator={t.accelerator}, devices={devices}, "
                            f"num_nodes={num_nodes}: {err}", where="trainer") from None
+
+
+def _compiles(setting, trainer: pl.Trainer) -> bool:
+    """trainer.compile: "auto" compiles on CUDA only (on CPU, Inductor's compile time outweighs the gain)."""
+    return trainer.strategy.root_device.type == "cuda" if setting == "auto" else setting
 
 
 def _slurm_layout(config: TrainConfig):

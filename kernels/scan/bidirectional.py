@@ -63,10 +63,9 @@ def _bidir_bwd(dout: torch.Tensor, u_f: torch.Tensor, delta_f: torch.Tensor, A_f
     for u, delta, A, B, C, D, bias, h_in, dtsum, reverse in (
             (u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, h_in_f, dtsum_f, False),
             (u_r, delta_r, A_r, B_r, C_r, D_r, bias_r, h_in_r, dtsum_r, True)):
-        du, ddelta, dA, dB, dC, dD, _ = _scan_backward(
+        du, ddelta, dbias, dA, dB, dC, dD, _ = _scan_backward(
             dy, u, delta, A, B, C, D, bias, h_in, dtsum, None, delta_softplus, reverse, chunk)
-        grads += [du, ddelta.to(delta.dtype), dA, dB.to(B.dtype), dC.to(C.dtype), dD,
-                  ddelta.sum((0, 1))]
+        grads += [du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias]
     return grads + [dz]
 
 

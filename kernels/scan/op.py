@@ -7,6 +7,7 @@ float32; initial_state (batch, D, N) float32.
 """
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,16 +20,29 @@ from genossm.kernels.scan.reference import selective_scan_ref
 
 @dataclass
 class ScanTuning:
-    """Launch parameters (measured on an H100 with benchmarks/bench_scan.py --sweep)."""
+    """Launch parameters (chosen on an H200 with benchmarks/bench_scan.py --sweep, 2026-12-01)."""
 
-    tile: int = 4  # positions per tile inside a chunk
+    group: int = 2  # backward: positions whose states one group recomputes into registers (2, 4)
+    groups: int = 8  # backward: groups per super-block (chunk sizes are multiples of the block)
     block_d: int = 32  # channels per program: one lane each, all N states in its registers
     num_warps: int = 1
+    programs_per_sm: int = 16  # chunks are sized so that a wave of programs fills the GPU
     bwd_block_d: int = 32
     bwd_num_warps: int = 1
+    lane_sums: bool = True  # backward dB, dC sums over channels by warp shuffles (GPU, 32 lanes)
 
 
 TUNING = ScanTuning()
+
+# Tests set this to fill every kernel output with NaN before launch, so that an element a kernel
+# fails to write shows up; off otherwise, where the fills would cost a pass over each output.
+POISON_OUTPUTS = False
+
+
+def _output(shape, device, dtype):
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=device, dtype=dtype)
+    return torch.empty(shape, device=device, dtype=dtype)
 
 
 def use_triton(u: torch.Tensor) -> bool:
@@ -38,15 +52,20 @@ def use_triton(u: torch.Tensor) -> bool:
 
 
 def default_chunk_size(batch: int, length: int, dim: int, block_d: int, device=None) -> int:
-    """Split the sequence so that one wave of one-warp programs fills the GPU (about 24 resident
-    per SM at our register use): fewer chunks leave SMs idle, more add a second, mostly empty
-    wave. A multiple of the tile; the saved chunk-start states (batch, L / chunk, N, D) stay
-    small."""
+    """Split the sequence so that one wave of one-warp programs fills the GPU
+    (``TUNING.programs_per_sm`` resident per SM): fewer chunks leave SMs idle, more add a second,
+    mostly empty wave. A multiple of the super-block; the saved chunk-start states
+    (batch, L / chunk, N, D) stay small."""
     sms = _multiprocessors(device)
     programs_without_chunks = batch * triton.cdiv(dim, block_d)
-    chunks_wanted = max(1, sms * 24 // programs_without_chunks)
-    chunk = triton.cdiv(triton.cdiv(length, chunks_wanted), TUNING.tile) * TUNING.tile
-    return max(chunk, 16 * TUNING.tile)
+    chunks_wanted = max(1, sms * TUNING.programs_per_sm // programs_without_chunks)
+    chunk = triton.cdiv(triton.cdiv(length, chunks_wanted), superblock()) * superblock()
+    return max(chunk, 2 * superblock())
+
+
+def superblock() -> int:
+    """Positions per backward super-block; chunk sizes are multiples of it."""
+    return TUNING.group * TUNING.groups
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,6 +101,7 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, soft
     dev = u.device
     f32 = dict(device=dev, dtype=torch.float32)
     A_t = A.t().contiguous()  # (N, D): kernels keep states channel-contiguous
+    B, C = B.float().contiguous(), C.float().contiguous()  # (batch, L, N): vector row loads
     h_local = torch.empty(batch, n_chunks, nstate, dim, **f32)
     dtsum = torch.empty(batch, n_chunks, dim, **f32)
     grid = (batch, triton.cdiv(dim, block_d), n_chunks)
@@ -91,11 +111,11 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, soft
     strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, None, h_local, dtsum, None,
                           length, dim, nstate, n_chunks, *strides,
-                          T=TUNING.tile, FROM_H0=False, STORE_TILES=False, **seq)
+                          SB=superblock(), FROM_H0=False, STORE_TILES=False, **seq)
     h_in = torch.empty_like(h_local)
     final = _launch_pass(h_local, dtsum, A_t, initial_state, h_in, backward=False)
-    y = torch.full(u.shape, float("nan"), device=dev, dtype=out_dtype)
-    ypre = torch.full(u.shape, float("nan"), device=dev, dtype=out_dtype) if store_ypre else None
+    y = _output(u.shape, dev, out_dtype)
+    ypre = _output(u.shape, dev, out_dtype) if store_ypre else None
     K._chunk_scan_fwd[grid](u, delta, delta_bias, A_t, B, C, D, z, h_in, yadd, ypre, y,
                             length, dim, nstate, n_chunks, *strides,
                             HAS_D=D is not None, HAS_Z=z is not None, HAS_YADD=yadd is not None,
@@ -118,8 +138,9 @@ def _launch_pass(local, dtsum, A_t, init, out, backward):
 
 def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, softplus, reverse,
                    chunk):
-    """dy: (batch, L, D) float32 gradient of the pre-gate output. Returns du, ddelta (float32),
-    dA, dB, dC (float32), dD, d_initial_state."""
+    """dy: (batch, L, D) float32 gradient of the pre-gate output. Returns du, ddelta (in u's and
+    delta's dtypes), d_delta_bias, dA, dB, dC (float32), dD, d_initial_state; None for the
+    gradients of absent inputs."""
     batch, length, dim = u.shape
     nstate = A.shape[1]
     block_d, block_n = _block_sizes(dim, nstate, TUNING.bwd_block_d)
@@ -128,44 +149,59 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     dev = u.device
     f32 = dict(device=dev, dtype=torch.float32)
     grid = (batch, n_dblocks, n_chunks)
-    common = dict(CHUNK=chunk, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
-                  HAS_BIAS=delta_bias is not None, num_warps=TUNING.bwd_num_warps)
-    seq = dict(common, EVEN_N=nstate == block_n)
+    seq = dict(CHUNK=chunk, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
+               HAS_BIAS=delta_bias is not None, EVEN_N=nstate == block_n,
+               num_warps=TUNING.bwd_num_warps)
+    B, C = B.float().contiguous(), C.float().contiguous()  # as in the forward
     strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
     A_t = A.t().contiguous()
-    tile_h = torch.empty(batch, n_chunks, chunk // TUNING.tile, nstate, dim, **f32)
+    tile_h = torch.empty(batch, n_chunks, chunk // superblock(), nstate, dim, **f32)
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, h_in, None, None, tile_h,
                           length, dim, nstate, n_chunks, *strides,
-                          T=TUNING.tile, FROM_H0=True, STORE_TILES=True, **seq)
+                          SB=superblock(), FROM_H0=True, STORE_TILES=True, **seq)
     g_local = torch.empty(batch, n_chunks, nstate, dim, **f32)
     K._chunk_adjoints[grid](delta, delta_bias, A_t, C, dy, g_local, length, dim, nstate, n_chunks,
                             *strides, **seq)
     g_in = torch.empty_like(g_local)
     dh0 = _launch_pass(g_local, dtsum, A_t, dfinal, g_in, backward=True)
     del g_local
-    du = torch.full(u.shape, float("nan"), device=dev, dtype=u.dtype)
-    ddelta = torch.full(u.shape, float("nan"), **f32)
-    dB_part = torch.full((batch, length, n_dblocks, nstate), float("nan"), **f32)
-    dC_part = torch.full_like(dB_part, float("nan"))
+    du = _output(u.shape, dev, u.dtype)
+    ddelta = _output(u.shape, dev, delta.dtype)
+    dB_part = _output((batch, length, n_dblocks, nstate), dev, torch.float32)
+    dC_part = _output(dB_part.shape, dev, torch.float32)
     dA_part = torch.empty(batch, n_chunks, nstate, dim, **f32)
     dD_part = torch.empty(batch, n_chunks, dim, **f32)
-    K._chunk_scan_bwd[grid](u, delta, delta_bias, A_t, B, C, D, dy, tile_h, g_in, du, ddelta,
-                            dB_part, dC_part, dA_part, dD_part,
+    dbias_part = torch.empty(batch, n_chunks, dim, **f32)
+    slots = torch.empty(batch, n_chunks, TUNING.groups, nstate, dim, **f32)
+    K._chunk_scan_bwd[grid](u, delta, delta_bias, A_t, B, C, D, dy, tile_h, slots, g_in, du,
+                            ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part,
                             length, dim, nstate, n_chunks, n_dblocks, *strides,
-                            T=TUNING.tile, HAS_D=D is not None, **common)
+                            G=TUNING.group, GROUPS=TUNING.groups, HAS_D=D is not None,
+                            LANE_SUMS=_lane_sums(block_d, block_n, nstate), **seq)
     dD = dD_part.sum((0, 1)) if D is not None else None
-    return du, ddelta, dA_part.sum((0, 1)).t(), dB_part.sum(2), dC_part.sum(2), dD, dh0
+    dbias = dbias_part.sum((0, 1)) if delta_bias is not None else None
+    dA = dA_part.sum((0, 1)).t().contiguous()  # (D, N) like A, as the fake kernels promise
+    return du, ddelta, dbias, dA, dB_part.sum(2), dC_part.sum(2), dD, dh0
+
+
+def _lane_sums(block_d, block_n, nstate) -> bool:
+    """The shuffle reduction needs one full warp of channel lanes, N == BN and real PTX (the
+    interpreter runs the plain tree sum)."""
+    return (TUNING.lane_sums and block_d == 32 and TUNING.bwd_num_warps == 1
+            and nstate == block_n and os.environ.get("TRITON_INTERPRET") != "1")
 
 
 def gate_backward(dout, z, ypre):
     """Backward of out = ypre * silu(z): returns (dypre float32 contiguous, dz or an empty tensor)."""
-    dout = dout.float()
     if z is None:
-        return dout.contiguous(), dout.new_empty(0)
-    zf = z.float()
-    sig = torch.sigmoid(zf)
-    dz = (dout * ypre.float() * sig * (1 + zf * (1 - sig))).to(z.dtype)
-    return (dout * zf * sig).contiguous(), dz
+        return dout.float().contiguous(), dout.new_empty(0)
+    dout = dout.contiguous()
+    dy = _output(dout.shape, dout.device, torch.float32)
+    dz = _output(z.shape, z.device, z.dtype)
+    block = 1024
+    K._gate_bwd[(triton.cdiv(dout.numel(), block),)](dout, z, ypre, dy, dz, dout.numel(),
+                                                     BLOCK=block)
+    return dy, dz
 
 
 def _contig(t):
@@ -205,13 +241,11 @@ def _selective_scan_bwd(dout: torch.Tensor, dfinal: Optional[torch.Tensor], u: t
                         h_in: torch.Tensor, dtsum: torch.Tensor, delta_softplus: bool,
                         reverse: bool, chunk: int) -> list[torch.Tensor]:
     dy, dz = gate_backward(dout, z, ypre)
-    du, ddelta, dA, dB, dC, dD, dh0 = _scan_backward(
+    du, ddelta, dbias, dA, dB, dC, dD, dh0 = _scan_backward(
         dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, delta_softplus,
         reverse, chunk)
-    dbias = ddelta.sum((0, 1)) if delta_bias is not None else u.new_empty(0)
-    if dD is None:
-        dD = u.new_empty(0)
-    return [du, ddelta.to(delta.dtype), dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, dbias, dh0]
+    return [du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), u.new_empty(0) if dD is None else dD,
+            dz, u.new_empty(0) if dbias is None else dbias, dh0]
 
 
 @_selective_scan_bwd.register_fake
@@ -250,14 +284,14 @@ _selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           delta_softplus=False, initial_state=None, return_final_state=False,
                           reverse=False, chunk_size=None):
-    """The Triton path with an optional explicit chunk size (a multiple of the 32-position tile)."""
+    """The Triton path with an optional explicit chunk size (a multiple of ``superblock()``)."""
     _check(u, delta, A, B, C)
     batch, length, dim = u.shape
     if chunk_size is None:
         chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A.shape[1])[0],
                                         u.device)
-    if chunk_size % TUNING.tile:
-        raise ValueError(f"chunk_size must be a multiple of {TUNING.tile}, got {chunk_size}")
+    if chunk_size % superblock():
+        raise ValueError(f"chunk_size must be a multiple of {superblock()}, got {chunk_size}")
     y, _ypre, final, _h_in, _dtsum = _selective_scan_fwd(
         u.contiguous(), delta.contiguous(), A.float().contiguous(), B.contiguous(), C.contiguous(),
         None if D is None else D.float().contiguous(), _contig(z),

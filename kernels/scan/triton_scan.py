@@ -10,38 +10,30 @@ Forward:
   2. ``_pass_states``    a short sequential pass over chunks turns those into each chunk's true
                          start state H_in (the only state saved for backward: O(L / CHUNK));
   3. ``_chunk_scan_fwd`` each chunk re-scans from H_in and writes y.
-Backward:
-  1. ``_chunk_states``   recomputes the state at every T-position tile start from H_in (a
-                         temporary buffer);
+Backward (h_{t-1} is needed walking backwards; it is never recovered by dividing by a_t):
+  1. ``_chunk_states``   recomputes the state at every SB-position super-block start from H_in;
   2. ``_chunk_adjoints`` each chunk walks ghat_t = a_t (C_t dy_t + ghat_{t+1}) back from zero and
                          writes its contribution at the chunk start;
   3. ``_pass_states``    (reversed over chunks) gives the adjoint entering each chunk;
-  4. ``_chunk_scan_bwd`` walks each chunk's tiles in reverse, recomputes h and g = dL/dh inside a
-                         tile with two associative scans (never dividing by a_t), and writes du,
-                         ddelta and per-block partials of dB, dC, dA, dD that torch sums in a fixed
-                         order (deterministic, no atomics).
+  4. ``_chunk_scan_bwd`` walks each chunk's super-blocks in reverse: a forward walk saves the
+                         state before every group of G positions (a small per-program slot
+                         buffer), then each group recomputes its G states into registers and
+                         steps the adjoint back over them, writing du, ddelta and per-block
+                         partials of dB, dC, dA, dD that torch sums in a fixed order
+                         (deterministic, no atomics).
 Exponentials are exp2 with A pre-scaled by log2(e). All offsets are int64. A and every state
-tensor are stored (N, D) with channels contiguous, so each lane owns one channel and holds all of
-its N states in registers: sums over N never leave the thread.
+tensor are stored (N, D) with channels contiguous and moved one (BD,) row per state
+(``_load_tile``/``_store_tile``), so the (BN, BD) register tiles keep the layout of the per-position
+(BD,) loads: lane = channel, its N states in its own registers, sums over N inside the thread,
+no layout conversions in the loops. B and C arrive in float32 so that each lane reads a row with
+N/4 vector loads.
 """
 
 import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
-
-
-@triton.jit
-def _affine_combine(a1, b1, a2, b2):
-    # earlier (a1, b1) then later (a2, b2): h -> a2 * (a1 * h + b1) + b2
-    return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
-def _adjoint_combine(a_l, m_l, v_l, a_e, m_e, v_e):
-    # Reverse scan: left = later segment, right = earlier segment. A segment [i..j] is
-    # (a_i, M, V) with g_i = V + M * ghat_{j+1}, ghat = a * g the adjoint handed to h_{t-1}.
-    return a_e, m_e * a_l * m_l, v_e + m_e * a_l * v_l
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -55,33 +47,30 @@ def _dt_from_delta(delta, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
 
 
 @triton.jit
-def _load_tile(u_ptr, dt_ptr, bias, B_ptr, bid, p0, L, offs_d, mask_d, offs_n, mask_n,
-               stride_ub, stride_ul, stride_bb, stride_bl,
-               T: tl.constexpr, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
-               HAS_BIAS: tl.constexpr):
-    """Load one tile in processing order: dt (T, BD) fp32 (bias, softplus, masked to 0 past L),
-    u (T, BD) fp32, B (T, BN) fp32, the memory time index (T,) and its mask."""
-    p = p0 + tl.arange(0, T)
-    mask_p = p < L
-    t = (L - 1 - p) if REVERSE else p
-    t = tl.where(mask_p, t, 0).to(tl.int64)
-    m2 = mask_p[:, None] & mask_d[None, :]
-    off_u = bid * stride_ub + t[:, None] * stride_ul + offs_d[None, :]
-    dt = tl.load(dt_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
-    dt = _dt_from_delta(dt, bias[None, :], SOFTPLUS, HAS_BIAS)
-    dt = tl.where(m2, dt, 0.0)
-    u = tl.load(u_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
-    off_b = bid * stride_bb + t[:, None] * stride_bl + offs_n[None, :]
-    Bt = tl.load(B_ptr + off_b, mask=mask_p[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
-    return dt, u, Bt, t, mask_p
+def _load_tile(ptr, offs_n, offs_d, mask_d, N, D, BN: tl.constexpr, BD: tl.constexpr):
+    """(BN, BD) float32 tile of an (N, D) row-major block, one (BD,) row load per state: a 2-D
+    load would take a vectorized layout that splits a channel's states over lanes."""
+    tile = tl.zeros((BN, BD), dtype=tl.float32)
+    for n in tl.static_range(BN):
+        row = tl.load(ptr + n * D + offs_d, mask=mask_d & (offs_d * 0 + n < N), other=0.0)
+        tile = tl.where(offs_n[:, None] == n, row[None, :], tile)
+    return tile
+
+
+@triton.jit
+def _store_tile(ptr, tile, offs_n, offs_d, mask_d, N, D, BN: tl.constexpr):
+    """Store a (BN, BD) tile into an (N, D) row-major block, one row per state (see _load_tile)."""
+    for n in tl.static_range(BN):
+        row = tl.sum(tl.where(offs_n[:, None] == n, tile, 0.0), axis=0)
+        tl.store(ptr + n * D + offs_d, row, mask=mask_d & (offs_d * 0 + n < N))
 
 
 @triton.jit
 def _program_block(A_ptr, bias_ptr, D, N, n_chunks, BD: tl.constexpr, BN: tl.constexpr,
                    HAS_BIAS: tl.constexpr):
     """This program's (batch, channel block, chunk) and what every kernel loads first: channel
-    and state offsets and masks, A (BN, BD), delta_bias (BD,) and the offsets of its chunk's
-    (N, D) state slot."""
+    and state offsets and masks, A * log2(e) (BN, BD), delta_bias (BD,) and the offset of its
+    chunk's (N, D) state slot."""
     bid = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     cid = tl.program_id(2).to(tl.int64)
@@ -89,14 +78,48 @@ def _program_block(A_ptr, bias_ptr, D, N, n_chunks, BD: tl.constexpr, BN: tl.con
     mask_d = offs_d < D
     offs_n = tl.arange(0, BN)
     mask_n = offs_n < N
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    A = tl.load(A_ptr + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
+    A2 = _load_tile(A_ptr, offs_n, offs_d, mask_d, N, D, BN, BD) * LOG2E
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
     else:
         bias = tl.zeros((BD,), dtype=tl.float32)
-    off_state = ((bid * n_chunks + cid) * N + offs_n[:, None]) * D + offs_d[None, :]
-    return bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state
+    state = (bid * n_chunks + cid) * N * D  # this chunk's (N, D) slot in per-chunk state tensors
+    return bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state
+
+
+@triton.jit
+def _load_row(ptrs, mask_n, EVEN_N: tl.constexpr):
+    """A (BN,) float32 row of B or C. Past L the row index is clamped (dt = 0 there makes the step
+    an identity), so with N == BN the load needs no mask and vectorizes."""
+    if EVEN_N:
+        return tl.load(ptrs)
+    return tl.load(ptrs, mask=mask_n, other=0.0)
+
+
+@triton.jit
+def _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d, offs_n, mask_n,
+              stride_ub, stride_ul, stride_bb, stride_bl, REVERSE: tl.constexpr,
+              EVEN_N: tl.constexpr):
+    """Issue the loads of one position in processing order and use nothing: delta and u (BD,) as
+    stored, the B row (BN,), the row offset of (b, t) in u-like tensors, the (BD,) mask and the
+    B/C row offset. Loops fetch position p + 1 this way before computing p, so the loads' latency
+    overlaps a step of arithmetic."""
+    t = (L - 1 - p) if REVERSE else p
+    t = tl.where(p < L, t, 0).to(tl.int64)
+    m = mask_d & (offs_d * 0 + p < L)  # vector form: the interpreter rejects scalar masks
+    row = bid * stride_ub + t * stride_ul
+    delta = tl.load(dt_ptr + row + offs_d, mask=m, other=0.0)
+    u = tl.load(u_ptr + row + offs_d, mask=m, other=0.0)
+    brow = bid * stride_bb + t * stride_bl
+    Bt = _load_row(B_ptr + brow + offs_n, mask_n, EVEN_N)
+    return delta, u, Bt, row, m, brow
+
+
+@triton.jit
+def _dt_from_raw(delta, m, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """dt (BD,) float32 from stored delta: bias, softplus, 0 past L (an identity step)."""
+    dt = _dt_from_delta(delta.to(tl.float32), bias, SOFTPLUS, HAS_BIAS)
+    return tl.where(m, dt, 0.0)
 
 
 @triton.jit
@@ -104,66 +127,51 @@ def _load_step(u_ptr, dt_ptr, B_ptr, bias, bid, p, L, offs_d, mask_d, offs_n, ma
                stride_ub, stride_ul, stride_bb, stride_bl,
                REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                EVEN_N: tl.constexpr):
-    """One position in processing order: dt (BD,) fp32 (bias, softplus; 0 past L), u (BD,),
-    B row (BN,), the row offset of (b, t) in u-like tensors and the (BD,) mask."""
-    valid = p < L
-    t = (L - 1 - p) if REVERSE else p
-    t = tl.where(valid, t, 0).to(tl.int64)
-    m = mask_d & (offs_d * 0 + p < L)  # vector form: the interpreter rejects scalar masks
-    row = bid * stride_ub + t * stride_ul
-    dt = tl.load(dt_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
-    dt = _dt_from_delta(dt, bias, SOFTPLUS, HAS_BIAS)
-    dt = tl.where(m, dt, 0.0)
-    u = tl.load(u_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
-    brow = bid * stride_bb + t * stride_bl
-    Bt = _load_row(B_ptr + brow + offs_n, mask_n, EVEN_N)
-    return dt, u, Bt, row, m, brow
-
-
-@triton.jit
-def _load_row(ptrs, mask_n, EVEN_N: tl.constexpr):
-    """A (BN,) row of B or C. Past L the row index is clamped (dt = 0 there makes the step an
-    identity), so with N == BN the load needs no mask and vectorizes."""
-    if EVEN_N:
-        return tl.load(ptrs).to(tl.float32)
-    return tl.load(ptrs, mask=mask_n, other=0.0).to(tl.float32)
+    """One position, loaded and converted: dt (BD,) fp32, u (BD,) fp32, B row, row offset, mask,
+    B/C row offset."""
+    delta, u, Bt, row, m, brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
+                                           offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                           stride_bl, REVERSE, EVEN_N)
+    return _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS), u.to(tl.float32), Bt, row, m, brow
 
 
 @triton.jit
 def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum_ptr, tile_h_ptr,
                   L, D, N, n_chunks,
                   stride_ub, stride_ul, stride_bb, stride_bl,
-                  CHUNK: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                  CHUNK: tl.constexpr, SB: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                   REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  FROM_H0: tl.constexpr, STORE_TILES: tl.constexpr,
-                  EVEN_N: tl.constexpr):
-    """Scan one chunk position by position, the state (BN, BD) in registers (each lane owns a
-    channel and all its states). FROM_H0=False: start at zero, write the end state and sum(dt)
-    per channel. FROM_H0=True, STORE_TILES=True: start at H_in[chunk], write the state at every
-    T-position tile start (for the backward pass)."""
-    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state = _program_block(
+                  FROM_H0: tl.constexpr, STORE_TILES: tl.constexpr, EVEN_N: tl.constexpr):
+    """Scan one chunk position by position. FROM_H0=False: start at zero, write the end state and
+    sum(dt) per channel. FROM_H0=True, STORE_TILES=True: start at H_in[chunk], write the state at
+    every SB-position super-block start (for the backward pass)."""
+    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
-    A2 = A * LOG2E
     if FROM_H0:
-        h = tl.load(h0_ptr + off_state, mask=mask_nd, other=0.0)
+        h = _load_tile(h0_ptr + state, offs_n, offs_d, mask_d, N, D, BN, BD)
     else:
         h = tl.zeros((BN, BD), dtype=tl.float32)
     dt_total = tl.zeros((BD,), dtype=tl.float32)
-    tiles_per_chunk: tl.constexpr = CHUNK // T
-    for k in range(tiles_per_chunk):
+    blocks: tl.constexpr = CHUNK // SB
+    p = cid * CHUNK
+    nd, nu, nB, _row, nm, _brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
+                                            offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                            stride_bl, REVERSE, EVEN_N)
+    for k in range(blocks):
         if STORE_TILES:
-            off_tile = (((bid * n_chunks + cid) * tiles_per_chunk + k) * N + offs_n[:, None]) * D \
-                + offs_d[None, :]
-            tl.store(tile_h_ptr + off_tile, h, mask=mask_nd)
-        for j in range(T):
-            dt, u, Bt, _row, _m, _brow = _load_step(
-                u_ptr, dt_ptr, B_ptr, bias, bid, cid * CHUNK + k * T + j, L, offs_d, mask_d,
-                offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS,
-                HAS_BIAS, EVEN_N)
-            h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt[:, None]
+            _store_tile(tile_h_ptr + (state * blocks + k * N * D), h, offs_n, offs_d, mask_d, N,
+                        D, BN)
+        for j in range(SB):
+            delta, u, Bt, m = nd, nu, nB, nm
+            p += 1
+            nd, nu, nB, _row, nm, _brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d,
+                                                    mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                                    stride_bb, stride_bl, REVERSE, EVEN_N)
+            dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
+            h = tl.exp2(dt[None, :] * A2) * h + (dt * u.to(tl.float32))[None, :] * Bt[:, None]
             dt_total += dt
     if not FROM_H0:
-        tl.store(hend_ptr + off_state, h, mask=mask_nd)
+        _store_tile(hend_ptr + state, h, offs_n, offs_d, mask_d, N, D, BN)
         tl.store(dtsum_ptr + (bid * n_chunks + cid) * D + offs_d, dt_total, mask=mask_d)
 
 
@@ -197,29 +205,39 @@ def _chunk_scan_fwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_p
                     CHUNK: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                     REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_YADD: tl.constexpr,
-                    STORE_YPRE: tl.constexpr,
-                  EVEN_N: tl.constexpr):
+                    STORE_YPRE: tl.constexpr, EVEN_N: tl.constexpr):
     """y for one chunk from its true start state, position by position: one exp per state, the
     only loop-carried dependency one FMA. yadd (fp32) is added before gating (the other direction
     of a bidirectional layer); ypre stores the pre-gate sum for the backward pass."""
-    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state = _program_block(
+    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
-    A2 = A * LOG2E
     Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0) if HAS_D else 0.0
-    h = tl.load(h_in_ptr + off_state, mask=mask_nd, other=0.0)
+    h = _load_tile(h_in_ptr + state, offs_n, offs_d, mask_d, N, D, BN, BD)
+    p = cid * CHUNK
+    nd, nu, nB, nrow, nm, nbrow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
+                                            offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                            stride_bl, REVERSE, EVEN_N)
+    nC = _load_row(C_ptr + nbrow + offs_n, mask_n, EVEN_N)
     for i in range(CHUNK):
-        dt, u, Bt, row, m, brow = _load_step(
-            u_ptr, dt_ptr, B_ptr, bias, bid, cid * CHUNK + i, L, offs_d, mask_d, offs_n, mask_n,
-            stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
-        Ct = _load_row(C_ptr + brow + offs_n, mask_n, EVEN_N)
+        delta, u, Bt, Ct, row, m = nd, nu, nB, nC, nrow, nm
+        p += 1
+        nd, nu, nB, nrow, nm, nbrow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
+                                                offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                                stride_bl, REVERSE, EVEN_N)
+        nC = _load_row(C_ptr + nbrow + offs_n, mask_n, EVEN_N)
+        if HAS_YADD:
+            yadd = tl.load(yadd_ptr + row + offs_d, mask=m, other=0.0)
+        if HAS_Z:
+            zt = tl.load(z_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
+        dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
+        u = u.to(tl.float32)
         h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt[:, None]
         y = tl.sum(h * Ct[:, None], axis=0) + Dskip * u  # (BD,)
         if HAS_YADD:
-            y += tl.load(yadd_ptr + row + offs_d, mask=m, other=0.0)
+            y += yadd
         if STORE_YPRE:
             tl.store(ypre_ptr + row + offs_d, y.to(ypre_ptr.dtype.element_ty), mask=m)
         if HAS_Z:
-            zt = tl.load(z_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
             y = y * zt * tl.sigmoid(zt)
         tl.store(y_ptr + row + offs_d, y.to(y_ptr.dtype.element_ty), mask=m)
 
@@ -229,83 +247,200 @@ def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n
                     stride_ub, stride_ul, stride_bb, stride_bl,
                     CHUNK: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                     REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  EVEN_N: tl.constexpr):
+                    EVEN_N: tl.constexpr):
     """ghat = a_t (C_t dy_t + ghat) walked from the chunk end to its start from zero: the
     chunk's contribution to the adjoint handed to the previous chunk."""
-    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state = _program_block(
+    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
-    A2 = A * LOG2E
     g = tl.zeros((BN, BD), dtype=tl.float32)
+    # C plays B's part in the raw loader; dy stands in for u
+    p = cid * CHUNK + CHUNK - 1
+    nd, ndy, nC, _row, nm, _brow = _load_raw(dy_ptr, dt_ptr, C_ptr, bid, p, L, offs_d, mask_d,
+                                             offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                             stride_bl, REVERSE, EVEN_N)
     for i in range(CHUNK):
-        # C plays B's part in the step loader; dy stands in for u
-        dt, dy, Ct, _row, _m, _brow = _load_step(
-            dy_ptr, dt_ptr, C_ptr, bias, bid, cid * CHUNK + CHUNK - 1 - i, L, offs_d, mask_d,
-            offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS,
-            HAS_BIAS, EVEN_N)
+        delta, dy, Ct, m = nd, ndy, nC, nm
+        p = tl.maximum(p - 1, 0)  # the last prefetch re-reads position 0, unused
+        nd, ndy, nC, _row, nm, _brow = _load_raw(dy_ptr, dt_ptr, C_ptr, bid, p, L, offs_d,
+                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
+        dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
         g = tl.exp2(dt[None, :] * A2) * (Ct[:, None] * dy[None, :] + g)
-    tl.store(gloc_ptr + off_state, g, mask=mask_nd)
+    _store_tile(gloc_ptr + state, g, offs_n, offs_d, mask_d, N, D, BN)
+
+
+@triton.jit
+def _step_state(h, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p, L, offs_d, mask_d, offs_n, mask_n,
+                stride_ub, stride_ul, stride_bb, stride_bl,
+                REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                EVEN_N: tl.constexpr):
+    """The state after position p from the state before it."""
+    dt, u, Bt, _row, _m, _brow = _load_step(
+        u_ptr, dt_ptr, B_ptr, bias, bid, p, L, offs_d, mask_d, offs_n, mask_n,
+        stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
+    return tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt[:, None]
+
+
+@triton.jit
+def _shfl_xor(x, bit: tl.constexpr):
+    """Each lane's value of x from lane ^ bit (a warp butterfly shuffle; GPU only)."""
+    return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, $2, 0x1f, -1;", "=f,f,r",
+                                     [x, tl.full(x.shape, bit, tl.int32)], dtype=tl.float32,
+                                     is_pure=True, pack=1)
+
+
+@triton.jit
+def _halve_lanes(x, lane, bit: tl.constexpr):
+    """One level of _lane_sum_scatter: lanes with ``bit`` set keep the upper half of the rows,
+    the others the lower half; each adds its partner's copy of the half it keeps."""
+    if x.shape[0] == 1:
+        out = x + _shfl_xor(x, bit)
+    else:
+        lo, hi = tl.split(tl.permute(tl.reshape(x, (2, x.shape[0] // 2, 32)), (1, 2, 0)))
+        upper = ((lane & bit) != 0)[None, :]
+        out = tl.where(upper, hi, lo) + _shfl_xor(tl.where(upper, lo, hi), bit)
+    return out
+
+
+@triton.jit
+def _lane_sum_scatter(x, lane):
+    """Sum an (R, 32) tile over its 32 lanes (one warp, lane = column) by recursive halving:
+    R - 1 + 5 - log2(R) shuffles in all instead of 5 R for a tree per row. Returns (32,): lane l
+    holds the sum of row l // (32 / R)."""
+    x = _halve_lanes(x, lane, 16)
+    x = _halve_lanes(x, lane, 8)
+    x = _halve_lanes(x, lane, 4)
+    x = _halve_lanes(x, lane, 2)
+    x = _halve_lanes(x, lane, 1)
+    return tl.reshape(x, (32,))
+
+
+@triton.jit
+def _step_adjoint(h, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B_ptr, C_ptr, Dskip, dy_ptr,
+                  du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks, p, L, N,
+                  offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl,
+                  REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                  HAS_D: tl.constexpr, EVEN_N: tl.constexpr, LANE_SUMS: tl.constexpr):
+    """Gradients at position p given h = h_p and ghat = the adjoint handed back from p + 1;
+    returns the adjoint handed to p - 1 and the updated dA, dD, delta_bias accumulators."""
+    dt, u, Bt, row, m, brow = _load_step(
+        u_ptr, dt_ptr, B_ptr, bias, bid, p, L, offs_d, mask_d, offs_n, mask_n,
+        stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
+    Ct = _load_row(C_ptr + brow + offs_n, mask_n, EVEN_N)
+    dy = tl.load(dy_ptr + row + offs_d, mask=m, other=0.0)
+    g = Ct[:, None] * dy[None, :] + ghat  # dL/dh_p
+    dtu = dt * u
+    ah = h - dtu[None, :] * Bt[:, None]  # a_p * h_{p-1}, without dividing by a_p
+    gB = tl.sum(g * Bt[:, None], axis=0)
+    du = dt * gB
+    ddt = u * gB + LN2 * tl.sum(g * A2 * ah, axis=0)
+    if HAS_D:
+        du += Dskip * dy
+        dD_acc += dy * u
+    if SOFTPLUS:
+        raw = tl.load(dt_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            raw += bias
+        ddt = ddt * tl.sigmoid(raw)
+    dbias_acc += tl.where(m, ddt, 0.0)  # past L, ddt is not 0 (ghat may carry dfinal)
+    tl.store(du_ptr + row + offs_d, du.to(du_ptr.dtype.element_ty), mask=m)
+    tl.store(ddelta_ptr + row + offs_d, ddt.to(ddelta_ptr.dtype.element_ty), mask=m)
+    # per-block partials of dB, dC (summed over channel blocks by the caller in a fixed order)
+    t = tl.where(p < L, (L - 1 - p) if REVERSE else p, 0).to(tl.int64)
+    part = ((bid * L + t) * n_dblocks + pid_d) * N
+    if LANE_SUMS:  # BD == 32 lanes of one warp, BN == N: each sum ends in 32 / N lanes
+        lane = offs_d % 32
+        per_row: tl.constexpr = 32 // offs_n.shape[0]  # lanes that end up holding one sum
+        mine = (lane % per_row == 0) & (offs_d * 0 + p < L)
+        row = lane // per_row
+        tl.store(dB_part_ptr + part + row, _lane_sum_scatter(g * dtu[None, :], lane), mask=mine)
+        tl.store(dC_part_ptr + part + row, _lane_sum_scatter(h * dy[None, :], lane), mask=mine)
+    else:
+        mpn = mask_n & (offs_n * 0 + p < L)
+        tl.store(dB_part_ptr + part + offs_n, tl.sum(g * dtu[None, :], axis=1), mask=mpn)
+        tl.store(dC_part_ptr + part + offs_n, tl.sum(h * dy[None, :], axis=1), mask=mpn)
+    dA_acc += g * ah * dt[None, :]
+    return tl.exp2(dt[None, :] * A2) * g, dA_acc, dD_acc, dbias_acc
 
 
 @triton.jit
 def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_ptr, tile_h_ptr,
-                    g_in_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr, dD_part_ptr,
-                    L, D, N, n_chunks, n_dblocks,
+                    slot_ptr, g_in_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr,
+                    dD_part_ptr, dbias_part_ptr, L, D, N, n_chunks, n_dblocks,
                     stride_ub, stride_ul, stride_bb, stride_bl,
-                    CHUNK: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
-                    REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                    HAS_D: tl.constexpr):
-    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, mask_nd, A, bias, off_state = _program_block(
+                    CHUNK: tl.constexpr, G: tl.constexpr, GROUPS: tl.constexpr, BD: tl.constexpr,
+                    BN: tl.constexpr, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, EVEN_N: tl.constexpr,
+                    LANE_SUMS: tl.constexpr):
+    """Backward of one chunk, super-block (GROUPS groups of G = 2 or 4 positions) by super-block
+    from the end. Per super-block: walk forward from its saved start state, keeping the state
+    before each group in this program's slots; then per group from the last: recompute its G
+    states into registers and step the adjoint back over them."""
+    bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
-    A2 = A * LOG2E
-    if HAS_D:
-        Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0)
-    g_next = tl.load(g_in_ptr + off_state, mask=mask_nd, other=0.0)  # ghat entering at chunk end
+    Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0) if HAS_D else 0.0
+    ghat = _load_tile(g_in_ptr + state, offs_n, offs_d, mask_d, N, D, BN, BD)
     dA_acc = tl.zeros((BN, BD), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
-    rows = tl.arange(0, T)
-    tiles_per_chunk: tl.constexpr = CHUNK // T
-    for i in range(tiles_per_chunk):
-        k = tiles_per_chunk - 1 - i
-        dt, u, Bt, t, mask_p = _load_tile(u_ptr, dt_ptr, bias, B_ptr, bid, cid * CHUNK + k * T,
-                                          L, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul,
-                                          stride_bb, stride_bl, T, REVERSE, SOFTPLUS, HAS_BIAS)
-        m2 = mask_p[:, None] & mask_d[None, :]
-        off_u = bid * stride_ub + t[:, None] * stride_ul + offs_d[None, :]
-        off_c = bid * stride_bb + t[:, None] * stride_bl + offs_n[None, :]
-        Ct = tl.load(C_ptr + off_c, mask=mask_p[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + off_u, mask=m2, other=0.0)
-        off_tile = (((bid * n_chunks + cid) * tiles_per_chunk + k) * N + offs_n[:, None]) * D \
-            + offs_d[None, :]
-        h0 = tl.load(tile_h_ptr + off_tile, mask=mask_nd, other=0.0)
-        a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (T, BN, BD)
-        b = (dt * u)[:, None, :] * Bt[:, :, None]
-        cum_a, h_loc = tl.associative_scan((a, b), 0, _affine_combine)
-        hs = h_loc + cum_a * h0[None, :, :]  # h_t
-        cdy = Ct[:, :, None] * dy[:, None, :]
-        _af, m, v = tl.associative_scan((a, tl.full(a.shape, 1.0, tl.float32), cdy), 0,
-                                        _adjoint_combine, reverse=True)
-        g = v + m * g_next[None, :, :]  # g_t = dL/dh_t
-        g_next = tl.sum(tl.where((rows == 0)[:, None, None], a * g, 0.0), axis=0)
-        dtu = dt * u
-        # per-block partials, summed over blocks by the caller in a fixed order
-        part_off = ((bid * L + t[:, None]) * n_dblocks + pid_d) * N + offs_n[None, :]
-        mpn = mask_p[:, None] & mask_n[None, :]
-        tl.store(dB_part_ptr + part_off, tl.sum(g * dtu[:, None, :], axis=2), mask=mpn)
-        tl.store(dC_part_ptr + part_off, tl.sum(hs * dy[:, None, :], axis=2), mask=mpn)
-        ah = hs - b  # a_t * h_{t-1}, without dividing by a_t
-        du = dt * tl.sum(g * Bt[:, :, None], axis=1)
-        if HAS_D:
-            du += Dskip[None, :] * dy
-            dD_acc += tl.sum(dy * u, axis=0)
-        ddt = tl.sum(g * (Bt[:, :, None] * u[:, None, :] + A[None, :, :] * ah), axis=1)
-        dA_acc += tl.sum(g * dt[:, None, :] * ah, axis=0)
-        if SOFTPLUS:
-            raw = tl.load(dt_ptr + off_u, mask=m2, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                raw += bias[None, :]
-            ddt = ddt * tl.sigmoid(raw)
-        tl.store(du_ptr + off_u, du.to(du_ptr.dtype.element_ty), mask=m2)
-        tl.store(ddelta_ptr + off_u, ddt, mask=m2)
-    tl.store(dA_part_ptr + off_state, dA_acc, mask=mask_nd)
+    dbias_acc = tl.zeros((BD,), dtype=tl.float32)
+    SB: tl.constexpr = G * GROUPS
+    blocks: tl.constexpr = CHUNK // SB
+    slots = slot_ptr + state * GROUPS
+    for kb in range(blocks):
+        k = blocks - 1 - kb
+        h = _load_tile(tile_h_ptr + (state * blocks + k * N * D), offs_n, offs_d, mask_d, N, D,
+                       BN, BD)
+        p_block = cid * CHUNK + k * SB
+        for grp in range(GROUPS):
+            _store_tile(slots + grp * N * D, h, offs_n, offs_d, mask_d, N, D, BN)
+            for j in tl.static_range(G):
+                h = _step_state(h, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p_block + G * grp + j, L,
+                                offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
+        tl.debug_barrier()  # slot rows written by one lane may be read by its replicas (BD < 32)
+        for gb in range(GROUPS):
+            p0 = p_block + G * (GROUPS - 1 - gb)
+            h = _load_tile(slots + (GROUPS - 1 - gb) * N * D, offs_n, offs_d, mask_d, N, D, BN,
+                           BD)
+            # the group's states in registers: h0 (after p0), h1, and for G = 4 also h2, h3
+            h0 = _step_state(h, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p0, L, offs_d, mask_d,
+                             offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE,
+                             SOFTPLUS, HAS_BIAS, EVEN_N)
+            h1 = _step_state(h0, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p0 + 1, L, offs_d, mask_d,
+                             offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE,
+                             SOFTPLUS, HAS_BIAS, EVEN_N)
+            if G == 4:
+                h2 = _step_state(h1, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p0 + 2, L, offs_d,
+                                 mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                 stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
+                h3 = _step_state(h2, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p0 + 3, L, offs_d,
+                                 mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                 stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
+            for j in tl.static_range(G):  # unrolled: the group's states from the last
+                hj = h0 if j == G - 1 else (h1 if j == G - 2 else (h2 if j == 1 else h3))
+                ghat, dA_acc, dD_acc, dbias_acc = _step_adjoint(
+                    hj, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B_ptr, C_ptr, Dskip,
+                    dy_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks,
+                    p0 + G - 1 - j, L, N, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                    stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, HAS_D, EVEN_N, LANE_SUMS)
+        tl.debug_barrier()  # the next super-block rewrites the slots
+    _store_tile(dA_part_ptr + state, dA_acc, offs_n, offs_d, mask_d, N, D, BN)
     if HAS_D:
         tl.store(dD_part_ptr + (bid * n_chunks + cid) * D + offs_d, dD_acc, mask=mask_d)
+    if HAS_BIAS:
+        tl.store(dbias_part_ptr + (bid * n_chunks + cid) * D + offs_d, dbias_acc, mask=mask_d)
+
+
+@triton.jit
+def _gate_bwd(dout_ptr, z_ptr, ypre_ptr, dy_ptr, dz_ptr, numel, BLOCK: tl.constexpr):
+    """Backward of out = ypre * silu(z), elementwise over the flat tensors: dy = dout silu(z)
+    (float32, what the scan kernels read) and dz in z's dtype."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    dout = tl.load(dout_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    ypre = tl.load(ypre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    sig = tl.sigmoid(z)
+    tl.store(dy_ptr + offs, dout * z * sig, mask=mask)
+    dz = dout * ypre * sig * (1.0 + z * (1.0 - sig))
+    tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
