@@ -185,10 +185,10 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
 
 
 def _lane_sums(block_d, block_n, nstate) -> bool:
-    """The shuffle reduction needs one full warp of channel lanes, N == BN and real PTX (the
-    interpreter runs the plain tree sum)."""
+    """The shuffle reduction needs one full warp of channel lanes, N == BN <= 32 and real PTX
+    (the interpreter runs the plain tree sum)."""
     return (TUNING.lane_sums and block_d == 32 and TUNING.bwd_num_warps == 1
-            and nstate == block_n and os.environ.get("TRITON_INTERPRET") != "1")
+            and nstate == block_n <= 32 and os.environ.get("TRITON_INTERPRET") != "1")
 
 
 def gate_backward(dout, z, ypre):

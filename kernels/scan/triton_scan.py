@@ -316,9 +316,9 @@ def _lane_sum_scatter(x, lane):
 
 
 @triton.jit
-def _step_adjoint(h, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B_ptr, C_ptr, Dskip, dy_ptr,
-                  du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks, p, L, N,
-                  offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl,
+def _step_adjoint(h, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B_ptr, C_ptr, Dskip,
+                  dy_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks, p,
+                  L, N, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl,
                   REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                   HAS_D: tl.constexpr, EVEN_N: tl.constexpr, LANE_SUMS: tl.constexpr):
     """Gradients at position p given h = h_p and ghat = the adjoint handed back from p + 1;
@@ -419,10 +419,11 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
             for j in tl.static_range(G):  # unrolled: the group's states from the last
                 hj = h0 if j == G - 1 else (h1 if j == G - 2 else (h2 if j == 1 else h3))
                 ghat, dA_acc, dD_acc, dbias_acc = _step_adjoint(
-                    hj, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B_ptr, C_ptr, Dskip,
-                    dy_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks,
-                    p0 + G - 1 - j, L, N, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul,
-                    stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, HAS_D, EVEN_N, LANE_SUMS)
+                    hj, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B_ptr, C_ptr,
+                    Dskip, dy_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d,
+                    n_dblocks, p0 + G - 1 - j, L, N, offs_d, mask_d, offs_n, mask_n, stride_ub,
+                    stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, HAS_D, EVEN_N,
+                    LANE_SUMS)
         tl.debug_barrier()  # the next super-block rewrites the slots
     _store_tile(dA_part_ptr + state, dA_acc, offs_n, offs_d, mask_d, N, D, BN)
     if HAS_D:
