@@ -140,6 +140,14 @@ def test_signal_or_crash_then_resume_is_exact(tmp_path, store, monkeypatch):
         assert all(torch.equal(final[k], weights[k]) for k in final)
 
 
+def test_extending_a_finished_run_continues_its_step_count(tmp_path, store):
+    run = train(tiny_config(store, trainer={"max_steps": 4, "val_every_n_steps": 2}), run_dir=tmp_path / "run")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    train(tiny_config(store, trainer={"max_steps": 6, "val_every_n_steps": 2}), run_dir=run, resume=True)
+    assert sorted(train_losses(metrics(run, 1))) == [4, 5]  # logged 0-based: the 5th and 6th steps
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
 def test_reads_store_trains_without_validation(tmp_path, shared_data):
     pytest.importorskip("pysam")
     reads = build_store([shared_data / "celegans_reads" / "ce_1000.bam"], tmp_path / "reads.store", progress=False)

@@ -22,6 +22,19 @@ class TrainingInterrupted(GenossmError):
     """Training stopped on a signal after writing a checkpoint to resume from."""
 
 
+class FinalCheckpoint(pl.Callback):
+    """Write ``path`` after the last optimizer step, from inside the training loop. A checkpoint
+    taken after ``fit`` returns records a finished epoch: a run extended from it (a larger
+    ``max_steps`` and ``--resume``) would log its steps and epoch one too high."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0 and trainer.global_step >= trainer.max_steps:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
 class SignalCheckpoint(pl.Callback):
     """On SIGUSR1 or SIGTERM: finish the optimizer step in flight, write ``path``, and stop.
 

@@ -49,7 +49,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from genossm.errors import GenossmError
-from genossm.train.callbacks import AtomicCheckpointIO, SignalCheckpoint, StderrProgressBar
+from genossm.train.callbacks import AtomicCheckpointIO, FinalCheckpoint, SignalCheckpoint, StderrProgressBar
 from genossm.train.config import TrainConfig, save_config
 from genossm.train.data import GenomeDataModule
 from genossm.train.module import MaskedLMModule
@@ -86,7 +86,6 @@ def train(config: TrainConfig, run_dir=None, resume: bool = False) -> Path:
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
-    trainer.save_checkpoint(last, weights_only=False)
     if has_val and trainer.global_step % config.trainer.val_every_n_steps:
         trainer.validate(module, datamodule=data, verbose=False)  # the final model's held-out metrics
     if trainer.is_global_zero:
@@ -111,6 +110,7 @@ def _trainer(config: TrainConfig, run_dir: Path, last: Path, has_val: bool) -> p
         ModelCheckpoint(dirpath=last.parent, filename="last", every_n_train_steps=t.checkpoint_every_n_steps,
                         save_top_k=1, enable_version_counter=False),
         SignalCheckpoint(last),
+        FinalCheckpoint(last),
     ]
     if has_val:
         callbacks.append(ModelCheckpoint(dirpath=last.parent, filename="best", monitor="val_loss", mode="min",
