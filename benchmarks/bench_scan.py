@@ -24,7 +24,7 @@ from genossm.kernels.scan.op import TUNING
 
 # launch configurations tried by --sweep: ScanTuning fields changed from the defaults
 SWEEP = [{}, {"programs_per_sm": 24}, {"programs_per_sm": 19}, {"programs_per_sm": 8},
-         {"groups": 8}, {"groups": 32}, {"lane_sums": False}, {"group": 4, "groups": 8},
+         {"groups": 16}, {"groups": 32}, {"lane_sums": False}, {"group": 4, "groups": 8},
          {"bwd_block_d": 64, "bwd_num_warps": 2}]
 
 
@@ -96,21 +96,24 @@ def sweep(length, dim, nstate, dev):
     gy = torch.randn(1, length, dim, device=dev, generator=gen).to(torch.bfloat16)
     rows = []
     defaults = dataclasses.asdict(TUNING)
-    for cfg in SWEEP:
-        for key, value in dict(defaults, **cfg).items():
+    try:
+        for cfg in SWEEP:
+            for key, value in dict(defaults, **cfg).items():
+                setattr(TUNING, key, value)
+            try:
+                fwd = triton.testing.do_bench(lambda: one(x), warmup=10, rep=150,
+                                              return_mode="median")
+                both = triton.testing.do_bench(
+                    lambda: torch.autograd.grad(one(leaves), list(leaves.values()), gy),
+                    warmup=10, rep=300, return_mode="median")
+            except Exception as err:  # a configuration the compiler rejects (out of resources)
+                fwd = both = float("nan")
+                print(f"{cfg}: {type(err).__name__}: {str(err)[:200]}")
+            rows.append({"config": cfg, "fwd_ms": fwd, "fwdbwd_ms": both})
+            print(f"{cfg or 'defaults'}: fwd {fwd:.3f} ms  fwd+bwd {both:.3f} ms", flush=True)
+    finally:
+        for key, value in defaults.items():
             setattr(TUNING, key, value)
-        try:
-            fwd = triton.testing.do_bench(lambda: one(x), warmup=10, rep=150, return_mode="median")
-            both = triton.testing.do_bench(
-                lambda: torch.autograd.grad(one(leaves), list(leaves.values()), gy),
-                warmup=10, rep=300, return_mode="median")
-        except Exception as err:  # a configuration the compiler rejects (e.g. out of resources)
-            fwd = both = float("nan")
-            print(f"{cfg}: {type(err).__name__}: {str(err)[:200]}")
-        rows.append({"config": cfg, "fwd_ms": fwd, "fwdbwd_ms": both})
-        print(f"{cfg or 'defaults'}: fwd {fwd:.3f} ms  fwd+bwd {both:.3f} ms", flush=True)
-    for key, value in defaults.items():
-        setattr(TUNING, key, value)
     return rows
 
 

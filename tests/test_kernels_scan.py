@@ -23,6 +23,7 @@ def poisoned_outputs(monkeypatch):
     """Kernel outputs start as NaN: an element a kernel fails to write fails the comparison."""
     monkeypatch.setattr(op, "POISON_OUTPUTS", True)
 
+
 CHUNK = 32
 # relative-norm tolerance by input dtype (bf16/fp16 inputs are rounded before the reference sees them)
 TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
@@ -103,6 +104,33 @@ def test_triton_scan_matches_reference(case, device):
         assert g.dtype == leaves[name].dtype
         assert not torch.isnan(g).any(), name
         assert rel(g, g_ref) < tol * 4, (name, rel(g, g_ref))
+
+
+def test_four_position_groups_match_reference(device, monkeypatch):
+    # the backward's other group size (4 states in registers), 4 groups per super-block
+    monkeypatch.setattr(op.TUNING, "group", 4)
+    monkeypatch.setattr(op.TUNING, "groups", 4)
+    x = make_inputs(1, 2 * CHUNK + 5, 12, 4, torch.float32, device, seed=19)
+    leaves = {k: x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C", "D")}
+    kw = dict(z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)
+    y = selective_scan_triton(*leaves.values(), chunk_size=CHUNK, **kw)
+    y_ref = selective_scan_naive(*[t.double() for t in leaves.values()], **kw)
+    assert rel(y, y_ref) < TOL[torch.float32]
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3)).to(device)
+    grads = torch.autograd.grad((y * gy).sum(), list(leaves.values()))
+    grads_ref = torch.autograd.grad((y_ref * gy.double()).sum(), list(leaves.values()))
+    for name, g, g_ref in zip(leaves, grads, grads_ref):
+        assert rel(g, g_ref) < 4 * TOL[torch.float32], name
+
+
+def test_chunk_size_must_cover_whole_super_blocks(device):
+    x = make_inputs(1, 48, 8, 4, torch.float32, device, seed=4)
+    bad = op.superblock() + op.superblock() // 2
+    with pytest.raises(ValueError, match="multiple of"):
+        selective_scan_triton(x["u"], x["delta"], x["A"], x["B"], x["C"], chunk_size=bad)
+    one = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")]
+    with pytest.raises(ValueError, match="multiple of"):
+        bidirectional_selective_scan(*one, *one, x["z"], chunk_size=bad, impl="triton")
 
 
 def test_chunked_reference_matches_naive(device):

@@ -47,7 +47,8 @@ def test_bfloat16_activations_with_float32_weights(model):
     got = long_forward(model32, ids, chunk_size=16, dtype=torch.bfloat16,
                        buffer_dtype=torch.bfloat16)
     assert got.dtype == torch.float32 and got.shape == full.shape
-    assert (got - full).norm() / full.norm() < 0.05
+    error = ((got - full).norm() / full.norm()).item()
+    assert 1e-5 < error < 0.05  # bf16 rounding shows, and nothing beyond it
 
 
 def test_rejects_unknown_output(model):

@@ -3,7 +3,8 @@
 The forward direction's conv is causal (looks at t-K+1..t), the reverse direction's anti-causal
 (t..t+K-1, mirrored weights), so the reverse scan sees exactly what a forward conv would see on the
 flipped sequence. A sum of K shifted, equally long slices of the padded input: no transposes, no
-flipped copies, no in-place updates (so torch.compile fuses the whole conv into one kernel).
+flipped copies, no in-place updates of slices (Inductor failed on those; torch.compile fuses this
+form into one kernel).
 ``halo_left``/``halo_right`` (batch, K-1, channels) carry the neighbouring positions when a long
 sequence is processed chunk by chunk (zeros at the sequence ends).
 """
@@ -13,10 +14,11 @@ import torch.nn.functional as F
 
 
 def _shifted_sum(xpad, weight, bias, length):
-    """sum_k w_k xpad[:, k:k+length] + b, accumulated in the weights' dtype, in xpad's dtype."""
-    out = bias + xpad[:, :length] * weight[:, 0]
+    """b + sum_k w_k xpad[:, k:k+length], accumulated in the promoted dtype (float32 weights),
+    returned in xpad's dtype. One output buffer, updated whole in place."""
+    out = torch.addcmul(bias, xpad[:, :length], weight[:, 0])
     for k in range(1, weight.shape[1]):
-        out = out + xpad[:, k:k + length] * weight[:, k]
+        out.addcmul_(xpad[:, k:k + length], weight[:, k])
     return out.to(xpad.dtype)
 
 
@@ -33,4 +35,3 @@ def anticausal_conv(x, weight, bias, halo_right=None):
     halo = weight.shape[1] - 1
     xpad = F.pad(x, (0, 0, 0, halo)) if halo_right is None else torch.cat([x, halo_right], dim=1)
     return _shifted_sum(xpad, weight.flip(1), bias, x.shape[1])
-

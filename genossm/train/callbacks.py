@@ -23,15 +23,18 @@ class TrainingInterrupted(GenossmError):
 
 
 class FinalCheckpoint(pl.Callback):
-    """Write ``path`` after the last optimizer step, from inside the training loop. A checkpoint
-    taken after ``fit`` returns records a finished epoch: a run extended from it (a larger
-    ``max_steps`` and ``--resume``) would log its steps and epoch one too high."""
+    """Write ``path`` after the last optimizer step, from inside the training loop, unless the
+    periodic checkpoint (every ``every_n_steps``) just wrote it. A checkpoint taken after ``fit``
+    returns records a finished epoch: a run extended from it (a larger ``max_steps`` and
+    ``--resume``) would log its steps one too high."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, every_n_steps: int):
+        self.path, self.every_n_steps = path, every_n_steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0 and trainer.global_step >= trainer.max_steps:
+        # global_step reaches max_steps only at an optimizer-step boundary
+        step = trainer.global_step
+        if step >= trainer.max_steps and step % self.every_n_steps:
             trainer.save_checkpoint(self.path, weights_only=False)
 
 

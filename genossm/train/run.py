@@ -110,7 +110,7 @@ def _trainer(config: TrainConfig, run_dir: Path, last: Path, has_val: bool) -> p
         ModelCheckpoint(dirpath=last.parent, filename="last", every_n_train_steps=t.checkpoint_every_n_steps,
                         save_top_k=1, enable_version_counter=False),
         SignalCheckpoint(last),
-        FinalCheckpoint(last),
+        FinalCheckpoint(last, t.checkpoint_every_n_steps),
     ]
     if has_val:
         callbacks.append(ModelCheckpoint(dirpath=last.parent, filename="best", monitor="val_loss", mode="min",

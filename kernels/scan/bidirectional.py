@@ -17,6 +17,7 @@ from genossm.kernels.scan.op import (
     _block_sizes,
     _scan_backward,
     _scan_forward,
+    check_chunk,
     default_chunk_size,
     gate_backward,
     use_triton,
@@ -107,6 +108,7 @@ def bidirectional_selective_scan(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f,
     if chunk_size is None:
         chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A_f.shape[1])[0],
                                         u_f.device)
+    check_chunk(chunk_size)
     f32 = [t.float().contiguous() for t in (A_f, D_f, bias_f, A_r, D_r, bias_r)]
     return _bidir_fwd(u_f.contiguous(), delta_f.contiguous(), f32[0], B_f.contiguous(),
                       C_f.contiguous(), f32[1], f32[2], u_r.contiguous(), delta_r.contiguous(),

@@ -82,6 +82,13 @@ def _block_sizes(dim: int, nstate: int, block_d_max: int | None = None):
     return block_d, block_n
 
 
+def check_chunk(chunk: int):
+    """The kernels walk whole super-blocks: a chunk size that is not a multiple would leave
+    positions unscanned."""
+    if chunk < 1 or chunk % superblock():
+        raise ValueError(f"chunk_size must be a positive multiple of {superblock()}, got {chunk}")
+
+
 def _check(u, delta, A, B, C):
     if u.dim() != 3 or delta.shape != u.shape:
         raise ValueError(f"u and delta must be (batch, L, D) of one shape, got {tuple(u.shape)}, "
@@ -94,16 +101,16 @@ def _check(u, delta, A, B, C):
 def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, softplus, reverse,
                   chunk, store_ypre, out_dtype):
     """Launch the three forward kernels. Returns y, ypre (or None), final state, H_in, dtsum."""
+    check_chunk(chunk)
     batch, length, dim = u.shape
     nstate = A.shape[1]
     block_d, block_n = _block_sizes(dim, nstate)
     n_chunks = triton.cdiv(length, chunk)
     dev = u.device
-    f32 = dict(device=dev, dtype=torch.float32)
     A_t = A.t().contiguous()  # (N, D): kernels keep states channel-contiguous
     B, C = B.float().contiguous(), C.float().contiguous()  # (batch, L, N): vector row loads
-    h_local = torch.empty(batch, n_chunks, nstate, dim, **f32)
-    dtsum = torch.empty(batch, n_chunks, dim, **f32)
+    h_local = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
+    dtsum = _output((batch, n_chunks, dim), dev, torch.float32)
     grid = (batch, triton.cdiv(dim, block_d), n_chunks)
     seq = dict(CHUNK=chunk, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
                HAS_BIAS=delta_bias is not None, EVEN_N=nstate == block_n,
@@ -155,11 +162,11 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     B, C = B.float().contiguous(), C.float().contiguous()  # as in the forward
     strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
     A_t = A.t().contiguous()
-    tile_h = torch.empty(batch, n_chunks, chunk // superblock(), nstate, dim, **f32)
+    tile_h = _output((batch, n_chunks, chunk // superblock(), nstate, dim), dev, torch.float32)
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, h_in, None, None, tile_h,
                           length, dim, nstate, n_chunks, *strides,
                           SB=superblock(), FROM_H0=True, STORE_TILES=True, **seq)
-    g_local = torch.empty(batch, n_chunks, nstate, dim, **f32)
+    g_local = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     K._chunk_adjoints[grid](delta, delta_bias, A_t, C, dy, g_local, length, dim, nstate, n_chunks,
                             *strides, **seq)
     g_in = torch.empty_like(g_local)
@@ -169,9 +176,9 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     ddelta = _output(u.shape, dev, delta.dtype)
     dB_part = _output((batch, length, n_dblocks, nstate), dev, torch.float32)
     dC_part = _output(dB_part.shape, dev, torch.float32)
-    dA_part = torch.empty(batch, n_chunks, nstate, dim, **f32)
-    dD_part = torch.empty(batch, n_chunks, dim, **f32)
-    dbias_part = torch.empty(batch, n_chunks, dim, **f32)
+    dA_part = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
+    dD_part = _output((batch, n_chunks, dim), dev, torch.float32)
+    dbias_part = _output((batch, n_chunks, dim), dev, torch.float32)
     slots = torch.empty(batch, n_chunks, TUNING.groups, nstate, dim, **f32)
     K._chunk_scan_bwd[grid](u, delta, delta_bias, A_t, B, C, D, dy, tile_h, slots, g_in, du,
                             ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part,
@@ -185,17 +192,18 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
 
 
 def _lane_sums(block_d, block_n, nstate) -> bool:
-    """The shuffle reduction needs one full warp of channel lanes, N == BN <= 32 and real PTX
-    (the interpreter runs the plain tree sum)."""
+    """The shuffle reduction needs one full warp of channel lanes, N == BN <= 32 and NVIDIA PTX
+    (the interpreter and ROCm run the plain tree sum)."""
     return (TUNING.lane_sums and block_d == 32 and TUNING.bwd_num_warps == 1
-            and nstate == block_n <= 32 and os.environ.get("TRITON_INTERPRET") != "1")
+            and nstate == block_n <= 32 and torch.version.hip is None
+            and os.environ.get("TRITON_INTERPRET") != "1")
 
 
 def gate_backward(dout, z, ypre):
     """Backward of out = ypre * silu(z): returns (dypre float32 contiguous, dz or an empty tensor)."""
     if z is None:
         return dout.float().contiguous(), dout.new_empty(0)
-    dout = dout.contiguous()
+    dout, z, ypre = dout.contiguous(), z.contiguous(), ypre.contiguous()  # flat indexing
     dy = _output(dout.shape, dout.device, torch.float32)
     dz = _output(z.shape, z.device, z.dtype)
     block = 1024
@@ -290,8 +298,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if chunk_size is None:
         chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A.shape[1])[0],
                                         u.device)
-    if chunk_size % superblock():
-        raise ValueError(f"chunk_size must be a multiple of {superblock()}, got {chunk_size}")
+    check_chunk(chunk_size)
     y, _ypre, final, _h_in, _dtsum = _selective_scan_fwd(
         u.contiguous(), delta.contiguous(), A.float().contiguous(), B.contiguous(), C.contiguous(),
         None if D is None else D.float().contiguous(), _contig(z),

@@ -19,8 +19,8 @@ Backward (h_{t-1} is needed walking backwards; it is never recovered by dividing
                          state before every group of G positions (a small per-program slot
                          buffer), then each group recomputes its G states into registers and
                          steps the adjoint back over them, writing du, ddelta and per-block
-                         partials of dB, dC, dA, dD that torch sums in a fixed order
-                         (deterministic, no atomics).
+                         partials of dB, dC, dA, dD and d(delta_bias) that torch sums in a
+                         fixed order (deterministic, no atomics).
 Exponentials are exp2 with A pre-scaled by log2(e). All offsets are int64. A and every state
 tensor are stored (N, D) with channels contiguous and moved one (BD,) row per state
 (``_load_tile``/``_store_tile``), so the (BN, BD) register tiles keep the layout of the per-position
@@ -102,8 +102,8 @@ def _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d, offs_n, mask_n,
               EVEN_N: tl.constexpr):
     """Issue the loads of one position in processing order and use nothing: delta and u (BD,) as
     stored, the B row (BN,), the row offset of (b, t) in u-like tensors, the (BD,) mask and the
-    B/C row offset. Loops fetch position p + 1 this way before computing p, so the loads' latency
-    overlaps a step of arithmetic."""
+    B/C row offset. The forward loops fetch their next position this way before computing the
+    current one, so the loads' latency overlaps a step of arithmetic."""
     t = (L - 1 - p) if REVERSE else p
     t = tl.where(p < L, t, 0).to(tl.int64)
     m = mask_d & (offs_d * 0 + p < L)  # vector form: the interpreter rejects scalar masks
@@ -383,6 +383,7 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
     dA_acc = tl.zeros((BN, BD), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
+    tl.static_assert(G == 2 or G == 4, "groups of 2 or 4 positions")
     SB: tl.constexpr = G * GROUPS
     blocks: tl.constexpr = CHUNK // SB
     slots = slot_ptr + state * GROUPS
