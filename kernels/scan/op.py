@@ -118,7 +118,7 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, soft
     strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, None, h_local, dtsum, None,
                           length, dim, nstate, n_chunks, *strides,
-                          SB=superblock(), FROM_H0=False, STORE_TILES=False, **seq)
+                          SB=superblock(), FOR_BACKWARD=False, **seq)
     h_in = torch.empty_like(h_local)
     final = _launch_pass(h_local, dtsum, A_t, initial_state, h_in, backward=False)
     y = _output(u.shape, dev, out_dtype)
@@ -165,7 +165,7 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     tile_h = _output((batch, n_chunks, chunk // superblock(), nstate, dim), dev, torch.float32)
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, h_in, None, None, tile_h,
                           length, dim, nstate, n_chunks, *strides,
-                          SB=superblock(), FROM_H0=True, STORE_TILES=True, **seq)
+                          SB=superblock(), FOR_BACKWARD=True, **seq)
     g_local = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     K._chunk_adjoints[grid](delta, delta_bias, A_t, C, dy, g_local, length, dim, nstate, n_chunks,
                             *strides, **seq)

@@ -141,13 +141,13 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
                   stride_ub, stride_ul, stride_bb, stride_bl,
                   CHUNK: tl.constexpr, SB: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                   REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  FROM_H0: tl.constexpr, STORE_TILES: tl.constexpr, EVEN_N: tl.constexpr):
-    """Scan one chunk position by position. FROM_H0=False: start at zero, write the end state and
-    sum(dt) per channel. FROM_H0=True, STORE_TILES=True: start at H_in[chunk], write the state at
+                  FOR_BACKWARD: tl.constexpr, EVEN_N: tl.constexpr):
+    """Scan one chunk position by position. FOR_BACKWARD=False: start at zero, write the end state
+    and sum(dt) per channel. FOR_BACKWARD=True: start at H_in[chunk], write the state at
     every SB-position super-block start (for the backward pass)."""
     bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
-    if FROM_H0:
+    if FOR_BACKWARD:
         h = _load_tile(h0_ptr + state, offs_n, offs_d, mask_d, N, D, BN, BD)
     else:
         h = tl.zeros((BN, BD), dtype=tl.float32)
@@ -158,7 +158,7 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
                                             offs_n, mask_n, stride_ub, stride_ul, stride_bb,
                                             stride_bl, REVERSE, EVEN_N)
     for k in range(blocks):
-        if STORE_TILES:
+        if FOR_BACKWARD:
             _store_tile(tile_h_ptr + (state * blocks + k * N * D), h, offs_n, offs_d, mask_d, N,
                         D, BN)
         for j in range(SB):
@@ -170,7 +170,7 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
             dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
             h = tl.exp2(dt[None, :] * A2) * h + (dt * u.to(tl.float32))[None, :] * Bt[:, None]
             dt_total += dt
-    if not FROM_H0:
+    if not FOR_BACKWARD:
         _store_tile(hend_ptr + state, h, offs_n, offs_d, mask_d, N, D, BN)
         tl.store(dtsum_ptr + (bid * n_chunks + cid) * D + offs_d, dt_total, mask=mask_d)
 
