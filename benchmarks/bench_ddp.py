@@ -43,7 +43,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from bench_train import build, compile_label, model_config, random_batch, sync, train_step, warmup_steps
+from bench_common import compile_label, sync
+from bench_train import build, model_config, random_batch, train_step, warmup_steps
 from genossm.utils.atomic import atomic_output
 from genossm.utils.cuda import is_out_of_memory
 

@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench_common import COMPILE_VARIANTS, REFERENCE, add_compile_args, add_speedups, compile_label, sync
 from genossm.model import GenoSSM, GenoSSMConfig
 from genossm.score.genome import Genome
 from genossm.score.passes import TOKENS_PER_BATCH
 from genossm.score.variants import score_table
 from genossm.utils.cuda import is_out_of_memory
 
-REFERENCE = {"d_model": 256, "n_layer": 16}
 TINY = {"d_model": 16, "n_layer": 2}
 VARIANTS = {8192: 512, 131072: 64, 1048576: 16}  # enough for a few seconds each at the goal rates
 
@@ -50,11 +50,6 @@ def synthetic(context: int, n: int, seed: int = 0):
         "ref": ["ACGT"[c] for c in codes[positions]], "alt": ["ACGT"[c] for c in alt], "id": None,
     })
     return Genome.from_sequences({"bench": np.frombuffer(b"ACGT", np.uint8)[codes].tobytes()}), table
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def build(config, context_length, device, compile_backend=None):
@@ -94,14 +89,6 @@ def measure(model, context, n, scores, batch_size, device, compiled=False):
             "bases_per_s": passes * context / seconds, "peak_gib": peak, "warmup_s": warmup_seconds, "status": "ok"}
 
 
-def add_speedups(rows):
-    """``vs_eager`` of each compiled row: its variants/s over the uncompiled row's at the same context."""
-    eager = {r["context"]: r for r in rows if not r["compile"] and r["status"] == "ok"}
-    for r in rows:
-        if r["compile"] and r["status"] == "ok" and r["context"] in eager:
-            r["vs_eager"] = r["variants_per_s"] / eager[r["context"]]["variants_per_s"]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -112,10 +99,7 @@ def main(argv=None):
     parser.add_argument("--variants", type=int, help="SNVs per context (default: 512 at 8k, 64 at 131k, 16 at 1M)")
     parser.add_argument("--scores", default="llr", help="comma-separated score set (default: llr)")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass (default: ~1M tokens)")
-    parser.add_argument("--compile", nargs="?", const="on", default="off", choices=["off", "on", "both"],
-                        help="torch.compile each block; both: measure each context without, then with")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend (aot_eager compiles fast: CPU tests)")
+    add_compile_args(parser, "context")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_predict.json"))
     args = parser.parse_args(argv)
 
@@ -127,14 +111,13 @@ def main(argv=None):
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    variants = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    variants = COMPILE_VARIANTS[args.compile]
     models = {compiled: build(config, max(contexts), device, args.compile_backend if compiled else None)
               for compiled in variants}
     params = sum(p.numel() for p in models[variants[0]].parameters())
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    compile_label = "off" if args.compile == "off" else f"{args.compile} ({args.compile_backend})"
     print(f"model {config}, {params / 1e6:.2f}M parameters, scores {scores}, device {device_name}, "
-          f"compile {compile_label}", file=sys.stderr)
+          f"compile {compile_label(args.compile, args.compile_backend)}", file=sys.stderr)
 
     rows = []
     for context in contexts:
@@ -151,7 +134,7 @@ def main(argv=None):
             rows.append(row)
     both = len(variants) > 1
     if both:
-        add_speedups(rows)
+        add_speedups(rows, ("context",), "variants_per_s")
 
     nan = float("nan")
     extra = f" {'compile':>7} {'vs eager':>8}" if both else ""

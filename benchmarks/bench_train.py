@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
+from bench_common import COMPILE_VARIANTS, REFERENCE, add_compile_args, add_speedups, compile_label, sync
 from genossm.train.module import MaskedLMModule
 from genossm.utils.cuda import is_out_of_memory
 
-REFERENCE = {"d_model": 256, "n_layer": 16}
 TINY = {"d_model": 32, "n_layer": 2}
 COMPILE_WARMUP = 2  # untimed steps per shape when compiling (the first call compiles)
 
@@ -48,11 +48,6 @@ def random_batch(batch, length, device, generator):
     }
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def model_config(tiny, checkpointing, d_model=None, n_layer=None):
     config = dict(TINY if tiny else REFERENCE)
     config.update({k: v for k, v in (("d_model", d_model), ("n_layer", n_layer)) if v})
@@ -64,11 +59,6 @@ def warmup_steps(requested, compiling):
     """Untimed steps per shape: a compiled run's first step compiles, the second takes what is left
     to do once (memory pools for the compiled kernels)."""
     return max(requested, COMPILE_WARMUP) if compiling else requested
-
-
-def compile_label(mode, backend):
-    """For header lines: ``off``, ``on (inductor)``, ``both (inductor)``."""
-    return "off" if mode == "off" else f"{mode} ({backend})"
 
 
 class MaskedLoss(torch.nn.Module):
@@ -144,10 +134,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help=f"untimed steps per shape (at least "
                         f"{COMPILE_WARMUP} when compiling)")
     parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast dtype (default bf16 on GPU)")
-    parser.add_argument("--compile", nargs="?", const="on", default="off", choices=["off", "on", "both"],
-                        help="torch.compile each block; both: measure every shape without, then with")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend (aot_eager compiles fast: CPU tests)")
+    add_compile_args(parser, "shape")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_train.json"))
     args = parser.parse_args(argv)
 
@@ -158,7 +145,7 @@ def main(argv=None):
     longest = parse_shapes(args.longest if args.longest is not None else
                            ("1x16384,1x32768" if args.tiny else "1x2097152,1x4194304"))
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    variants = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    variants = COMPILE_VARIANTS[args.compile]
     warmup = warmup_steps(args.warmup, True in variants)  # the same for all rows of a --compile both run
     if warmup != args.warmup:
         print(f"--compile: {warmup} warm-up steps per shape (the first compiled call compiles)", file=sys.stderr)
@@ -180,7 +167,7 @@ def main(argv=None):
                 break
         del model, optimizer  # free this variant's memory before the next one is built
     if len(variants) > 1:
-        add_speedups(rows)
+        add_speedups(rows, ("batch", "length"), "bases_per_s")
     print_table(rows, both=len(variants) > 1)
     trained = [r["length"] for r in rows if r.get("longest") and r["status"] == "ok"]
     for compiled in variants:
@@ -218,15 +205,6 @@ def run_one(model, optimizer, batch, length, device, steps, warmup, dtype, compi
         row["longest"] = True
     print(f"  {batch} x {length:,}{' compiled' if compiled else ''}: {row['status']}", file=sys.stderr)
     return row
-
-
-def add_speedups(rows):
-    """``vs_eager`` of each compiled row: its bases/s over the uncompiled row's of the same shape."""
-    eager = {(r["batch"], r["length"]): r for r in rows if not r["compile"] and r["status"] == "ok"}
-    for r in rows:
-        base = eager.get((r["batch"], r["length"]))
-        if r["compile"] and r["status"] == "ok" and base:
-            r["vs_eager"] = r["bases_per_s"] / base["bases_per_s"]
 
 
 def print_table(rows, both):

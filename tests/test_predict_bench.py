@@ -15,7 +15,7 @@ def run_bench(tmp_path, *extra):
     out = tmp_path / "bench.json"
     argv = ["bench_predict.py", "--device", "cpu", "--tiny", "--contexts", "64,128", "--variants", "4", *extra,
             "--out", str(out)]
-    code = (BLOCKED + f"import runpy; sys.argv = {argv!r}; "
+    code = (BLOCKED + f"import runpy; sys.argv = {argv!r}; sys.path.insert(0, 'benchmarks'); "
             "runpy.run_path('benchmarks/bench_predict.py', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)  # two cores: one thread per process

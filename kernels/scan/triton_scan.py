@@ -323,9 +323,11 @@ def _step_adjoint(h, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B
                   HAS_D: tl.constexpr, EVEN_N: tl.constexpr, LANE_SUMS: tl.constexpr):
     """Gradients at position p given h = h_p and ghat = the adjoint handed back from p + 1;
     returns the adjoint handed to p - 1 and the updated dA, dD, delta_bias accumulators."""
-    dt, u, Bt, row, m, brow = _load_step(
-        u_ptr, dt_ptr, B_ptr, bias, bid, p, L, offs_d, mask_d, offs_n, mask_n,
-        stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
+    delta, u, Bt, row, m, brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
+                                           offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                           stride_bl, REVERSE, EVEN_N)
+    dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
+    u = u.to(tl.float32)
     Ct = _load_row(C_ptr + brow + offs_n, mask_n, EVEN_N)
     dy = tl.load(dy_ptr + row + offs_d, mask=m, other=0.0)
     g = Ct[:, None] * dy[None, :] + ghat  # dL/dh_p
@@ -338,7 +340,7 @@ def _step_adjoint(h, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B
         du += Dskip * dy
         dD_acc += dy * u
     if SOFTPLUS:
-        raw = tl.load(dt_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
+        raw = delta.to(tl.float32)  # d softplus(x) / dx = sigmoid(x), x = delta + bias
         if HAS_BIAS:
             raw += bias
         ddt = ddt * tl.sigmoid(raw)
