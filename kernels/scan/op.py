@@ -126,7 +126,7 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, soft
     K._chunk_scan_fwd[grid](u, delta, delta_bias, A_t, B, C, D, z, h_in, yadd, ypre, y,
                             length, dim, nstate, n_chunks, *strides,
                             HAS_D=D is not None, HAS_Z=z is not None, HAS_YADD=yadd is not None,
-                            STORE_YPRE=store_ypre, **seq)
+                            STORE_YPRE=store_ypre, SB=superblock(), **seq)
     return y, ypre, final, h_in, dtsum
 
 
@@ -168,7 +168,7 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
                           SB=superblock(), FOR_BACKWARD=True, **seq)
     g_local = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     K._chunk_adjoints[grid](delta, delta_bias, A_t, C, dy, g_local, length, dim, nstate, n_chunks,
-                            *strides, **seq)
+                            *strides, SB=superblock(), **seq)
     g_in = torch.empty_like(g_local)
     dh0 = _launch_pass(g_local, dtsum, A_t, dfinal, g_in, backward=True)
     del g_local

@@ -100,10 +100,8 @@ def _load_row(ptrs, mask_n, EVEN_N: tl.constexpr):
 def _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d, offs_n, mask_n,
               stride_ub, stride_ul, stride_bb, stride_bl, REVERSE: tl.constexpr,
               EVEN_N: tl.constexpr):
-    """Issue the loads of one position in processing order and use nothing: delta and u (BD,) as
-    stored, the B row (BN,), the row offset of (b, t) in u-like tensors, the (BD,) mask and the
-    B/C row offset. The forward loops fetch their next position this way before computing the
-    current one, so the loads' latency overlaps a step of arithmetic."""
+    """Issue the loads of one position and use nothing: delta and u (BD,) as stored, the B row
+    (BN,), the row offset of (b, t) in u-like tensors, the (BD,) mask and the B/C row offset."""
     t = (L - 1 - p) if REVERSE else p
     t = tl.where(p < L, t, 0).to(tl.int64)
     m = mask_d & (offs_d * 0 + p < L)  # vector form: the interpreter rejects scalar masks
@@ -123,16 +121,17 @@ def _dt_from_raw(delta, m, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr)
 
 
 @triton.jit
-def _load_step(u_ptr, dt_ptr, B_ptr, bias, bid, p, L, offs_d, mask_d, offs_n, mask_n,
-               stride_ub, stride_ul, stride_bb, stride_bl,
-               REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-               EVEN_N: tl.constexpr):
-    """One position, loaded and converted: dt (BD,) fp32, u (BD,) fp32, B row, row offset, mask,
-    B/C row offset."""
-    delta, u, Bt, row, m, brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
-                                           offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                           stride_bl, REVERSE, EVEN_N)
-    return _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS), u.to(tl.float32), Bt, row, m, brow
+def _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """The state after a position from the state before it and the position's raw loads;
+    also returns dt."""
+    dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
+    return tl.exp2(dt[None, :] * A2) * h + (dt * u.to(tl.float32))[None, :] * Bt[:, None], dt
+
+
+# The sequential loops below take two positions per step and load each position one position
+# before computing it: set 0 is carried across steps and loaded a whole position before the loop
+# back edge, set 1 lives within a step. With one position per step, the carried copy of the
+# next position's loads sat right after the loads and waited for them (ncu: half the stalls).
 
 
 @triton.jit
@@ -145,6 +144,7 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
     """Scan one chunk position by position. FOR_BACKWARD=False: start at zero, write the end state
     and sum(dt) per channel. FOR_BACKWARD=True: start at H_in[chunk], write the state at
     every SB-position super-block start (for the backward pass)."""
+    tl.static_assert(SB % 2 == 0, "super-blocks of whole 2-position loop steps")
     bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
     if FOR_BACKWARD:
@@ -154,22 +154,25 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
     dt_total = tl.zeros((BD,), dtype=tl.float32)
     blocks: tl.constexpr = CHUNK // SB
     p = cid * CHUNK
-    nd, nu, nB, _row, nm, _brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
-                                            offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                            stride_bl, REVERSE, EVEN_N)
+    d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d, offs_n,
+                                         mask_n, stride_ub, stride_ul, stride_bb, stride_bl,
+                                         REVERSE, EVEN_N)
     for k in range(blocks):
         if FOR_BACKWARD:
             _store_tile(tile_h_ptr + (state * blocks + k * N * D), h, offs_n, offs_d, mask_d, N,
                         D, BN)
-        for j in range(SB):
-            delta, u, Bt, m = nd, nu, nB, nm
-            p += 1
-            nd, nu, nB, _row, nm, _brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d,
-                                                    mask_d, offs_n, mask_n, stride_ub, stride_ul,
-                                                    stride_bb, stride_bl, REVERSE, EVEN_N)
-            dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
-            h = tl.exp2(dt[None, :] * A2) * h + (dt * u.to(tl.float32))[None, :] * Bt[:, None]
+        for j in range(SB // 2):
+            d1, u1, B1, _r1, m1, _b1 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 1, L, offs_d,
+                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
+            h, dt = _state_step(h, d0, u0, B0, m0, A2, bias, SOFTPLUS, HAS_BIAS)
             dt_total += dt
+            d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 2, L, offs_d,
+                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
+            h, dt = _state_step(h, d1, u1, B1, m1, A2, bias, SOFTPLUS, HAS_BIAS)
+            dt_total += dt
+            p += 2
     if not FOR_BACKWARD:
         _store_tile(hend_ptr + state, h, offs_n, offs_d, mask_d, N, D, BN)
         tl.store(dtsum_ptr + (bid * n_chunks + cid) * D + offs_d, dt_total, mask=mask_d)
@@ -199,47 +202,86 @@ def _pass_states(local_ptr, dtsum_ptr, A_ptr, init_ptr, out_ptr, final_ptr, D, N
 
 
 @triton.jit
+def _load_fwd(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, yadd_ptr, bid, p, L, offs_d, mask_d, offs_n,
+              mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE: tl.constexpr,
+              EVEN_N: tl.constexpr, HAS_Z: tl.constexpr, HAS_YADD: tl.constexpr):
+    """_load_raw plus what the output step needs: the C row, z and yadd (0.0 when absent)."""
+    delta, u, Bt, row, m, brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
+                                           offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                           stride_bl, REVERSE, EVEN_N)
+    Ct = _load_row(C_ptr + brow + offs_n, mask_n, EVEN_N)
+    if HAS_Z:
+        zt = tl.load(z_ptr + row + offs_d, mask=m, other=0.0)
+    else:
+        zt = 0.0
+    if HAS_YADD:
+        yadd = tl.load(yadd_ptr + row + offs_d, mask=m, other=0.0)
+    else:
+        yadd = 0.0
+    return delta, u, Bt, Ct, zt, yadd, row, m
+
+
+@triton.jit
+def _output_step(h, delta, u, Bt, Ct, zt, yadd, row, m, A2, bias, Dskip, ypre_ptr, y_ptr, offs_d,
+                 SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+                 HAS_YADD: tl.constexpr, STORE_YPRE: tl.constexpr):
+    """One position of the output scan: step the state, write y (and ypre); returns the state."""
+    h, _dt = _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS, HAS_BIAS)
+    y = tl.sum(h * Ct[:, None], axis=0) + Dskip * u.to(tl.float32)  # (BD,)
+    if HAS_YADD:
+        y += yadd
+    if STORE_YPRE:
+        tl.store(ypre_ptr + row + offs_d, y.to(ypre_ptr.dtype.element_ty), mask=m)
+    if HAS_Z:
+        zt = zt.to(tl.float32)
+        y = y * zt * tl.sigmoid(zt)
+    tl.store(y_ptr + row + offs_d, y.to(y_ptr.dtype.element_ty), mask=m)
+    return h
+
+
+@triton.jit
 def _chunk_scan_fwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, h_in_ptr,
                     yadd_ptr, ypre_ptr, y_ptr, L, D, N, n_chunks,
                     stride_ub, stride_ul, stride_bb, stride_bl,
                     CHUNK: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                     REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_YADD: tl.constexpr,
-                    STORE_YPRE: tl.constexpr, EVEN_N: tl.constexpr):
+                    STORE_YPRE: tl.constexpr, EVEN_N: tl.constexpr, SB: tl.constexpr):
     """y for one chunk from its true start state, position by position: one exp per state, the
     only loop-carried dependency one FMA. yadd (fp32) is added before gating (the other direction
-    of a bidirectional layer); ypre stores the pre-gate sum for the backward pass."""
+    of a bidirectional layer); ypre stores the pre-gate sum for the backward pass. Two positions
+    per step, loaded as in _chunk_states, in super-blocks of SB positions."""
+    tl.static_assert(SB % 2 == 0, "super-blocks of whole 2-position loop steps")
     bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
     Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0) if HAS_D else 0.0
     h = _load_tile(h_in_ptr + state, offs_n, offs_d, mask_d, N, D, BN, BD)
     p = cid * CHUNK
-    nd, nu, nB, nrow, nm, nbrow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
-                                            offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                            stride_bl, REVERSE, EVEN_N)
-    nC = _load_row(C_ptr + nbrow + offs_n, mask_n, EVEN_N)
-    for i in range(CHUNK):
-        delta, u, Bt, Ct, row, m = nd, nu, nB, nC, nrow, nm
-        p += 1
-        nd, nu, nB, nrow, nm, nbrow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
-                                                offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                                stride_bl, REVERSE, EVEN_N)
-        nC = _load_row(C_ptr + nbrow + offs_n, mask_n, EVEN_N)
-        if HAS_YADD:
-            yadd = tl.load(yadd_ptr + row + offs_d, mask=m, other=0.0)
-        if HAS_Z:
-            zt = tl.load(z_ptr + row + offs_d, mask=m, other=0.0).to(tl.float32)
-        dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
-        u = u.to(tl.float32)
-        h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt[:, None]
-        y = tl.sum(h * Ct[:, None], axis=0) + Dskip * u  # (BD,)
-        if HAS_YADD:
-            y += yadd
-        if STORE_YPRE:
-            tl.store(ypre_ptr + row + offs_d, y.to(ypre_ptr.dtype.element_ty), mask=m)
-        if HAS_Z:
-            y = y * zt * tl.sigmoid(zt)
-        tl.store(y_ptr + row + offs_d, y.to(y_ptr.dtype.element_ty), mask=m)
+    d0, u0, B0, C0, z0, ya0, r0, m0 = _load_fwd(
+        u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, yadd_ptr, bid, p, L, offs_d, mask_d, offs_n, mask_n,
+        stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, EVEN_N, HAS_Z, HAS_YADD)
+    for k in range(CHUNK // SB):
+        for j in range(SB // 2):
+            d1, u1, B1, C1, z1, ya1, r1, m1 = _load_fwd(
+                u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, yadd_ptr, bid, p + 1, L, offs_d, mask_d,
+                offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, EVEN_N, HAS_Z,
+                HAS_YADD)
+            h = _output_step(h, d0, u0, B0, C0, z0, ya0, r0, m0, A2, bias, Dskip, ypre_ptr,
+                             y_ptr, offs_d, SOFTPLUS, HAS_BIAS, HAS_Z, HAS_YADD, STORE_YPRE)
+            d0, u0, B0, C0, z0, ya0, r0, m0 = _load_fwd(
+                u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, yadd_ptr, bid, p + 2, L, offs_d, mask_d,
+                offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, EVEN_N, HAS_Z,
+                HAS_YADD)
+            h = _output_step(h, d1, u1, B1, C1, z1, ya1, r1, m1, A2, bias, Dskip, ypre_ptr,
+                             y_ptr, offs_d, SOFTPLUS, HAS_BIAS, HAS_Z, HAS_YADD, STORE_YPRE)
+            p += 2
+
+
+@triton.jit
+def _adjoint_step(g, delta, dy, Ct, m, A2, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """ghat handed to the position before: a_t (C_t dy_t + ghat)."""
+    dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
+    return tl.exp2(dt[None, :] * A2) * (Ct[:, None] * dy[None, :] + g)
 
 
 @triton.jit
@@ -247,25 +289,32 @@ def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n
                     stride_ub, stride_ul, stride_bb, stride_bl,
                     CHUNK: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                     REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                    EVEN_N: tl.constexpr):
+                    EVEN_N: tl.constexpr, SB: tl.constexpr):
     """ghat = a_t (C_t dy_t + ghat) walked from the chunk end to its start from zero: the
-    chunk's contribution to the adjoint handed to the previous chunk."""
+    chunk's contribution to the adjoint handed to the previous chunk. Two positions per step,
+    loaded as in _chunk_states, in super-blocks of SB positions (the last step's look-ahead
+    re-reads position 0, unused)."""
+    tl.static_assert(SB % 2 == 0, "super-blocks of whole 2-position loop steps")
     bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
     g = tl.zeros((BN, BD), dtype=tl.float32)
     # C plays B's part in the raw loader; dy stands in for u
     p = cid * CHUNK + CHUNK - 1
-    nd, ndy, nC, _row, nm, _brow = _load_raw(dy_ptr, dt_ptr, C_ptr, bid, p, L, offs_d, mask_d,
-                                             offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                             stride_bl, REVERSE, EVEN_N)
-    for i in range(CHUNK):
-        delta, dy, Ct, m = nd, ndy, nC, nm
-        p = tl.maximum(p - 1, 0)  # the last prefetch re-reads position 0, unused
-        nd, ndy, nC, _row, nm, _brow = _load_raw(dy_ptr, dt_ptr, C_ptr, bid, p, L, offs_d,
-                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
-                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
-        dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
-        g = tl.exp2(dt[None, :] * A2) * (Ct[:, None] * dy[None, :] + g)
+    d0, dy0, C0, _r0, m0, _b0 = _load_raw(dy_ptr, dt_ptr, C_ptr, bid, p, L, offs_d, mask_d,
+                                          offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                          stride_bl, REVERSE, EVEN_N)
+    for k in range(CHUNK // SB):
+        for j in range(SB // 2):
+            d1, dy1, C1, _r1, m1, _b1 = _load_raw(dy_ptr, dt_ptr, C_ptr, bid, p - 1, L, offs_d,
+                                                  mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                                  stride_bb, stride_bl, REVERSE, EVEN_N)
+            g = _adjoint_step(g, d0, dy0, C0, m0, A2, bias, SOFTPLUS, HAS_BIAS)
+            d0, dy0, C0, _r0, m0, _b0 = _load_raw(dy_ptr, dt_ptr, C_ptr, bid,
+                                                  tl.maximum(p - 2, 0), L, offs_d, mask_d,
+                                                  offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                                  stride_bl, REVERSE, EVEN_N)
+            g = _adjoint_step(g, d1, dy1, C1, m1, A2, bias, SOFTPLUS, HAS_BIAS)
+            p -= 2
     _store_tile(gloc_ptr + state, g, offs_n, offs_d, mask_d, N, D, BN)
 
 
@@ -274,11 +323,12 @@ def _step_state(h, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p, L, offs_d, mask_d, of
                 stride_ub, stride_ul, stride_bb, stride_bl,
                 REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                 EVEN_N: tl.constexpr):
-    """The state after position p from the state before it."""
-    dt, u, Bt, _row, _m, _brow = _load_step(
-        u_ptr, dt_ptr, B_ptr, bias, bid, p, L, offs_d, mask_d, offs_n, mask_n,
-        stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
-    return tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt[:, None]
+    """The state after position p from the state before it (loads and steps)."""
+    delta, u, Bt, _row, m, _brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
+                                             offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                             stride_bl, REVERSE, EVEN_N)
+    h, _dt = _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS, HAS_BIAS)
+    return h
 
 
 @triton.jit
