@@ -209,7 +209,9 @@ def launch(args, processes):
         procs, outputs = [], []
         for i, (command, env) in enumerate(worker_command(args, processes)):
             outputs.append(Path(tmp) / f"stdout{i}")
-            with open(outputs[-1], "w") as stdout:  # a file, not a pipe: nothing blocks on a full buffer
+            # a file, not a pipe: nothing blocks on a full buffer; append mode, because srun's tasks
+            # share it and writes at a shared offset without O_APPEND can overwrite one another
+            with open(outputs[-1], "a") as stdout:
                 procs.append(subprocess.Popen(command, env=env, stdout=stdout))
         while any(p.poll() is None for p in procs):
             if any(p.returncode not in (None, 0) for p in procs):  # the others would wait out the timeout
