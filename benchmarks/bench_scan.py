@@ -23,8 +23,7 @@ from genossm.kernels import bidirectional_selective_scan, selective_scan, select
 from genossm.kernels.scan.op import TUNING
 
 # launch configurations tried by --sweep: ScanTuning fields changed from the defaults
-SWEEP = [{}, {"programs_per_sm": 19}, {"programs_per_sm": 12}, {"groups": 16},
-         {"group": 4, "groups": 8}]
+SWEEP = [{}, {"programs_per_sm": 19}, {"programs_per_sm": 12}, {"groups": 16}, {"groups": 4}]
 
 
 def bench(fn, reps=20):

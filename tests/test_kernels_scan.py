@@ -106,9 +106,8 @@ def test_triton_scan_matches_reference(case, device):
         assert rel(g, g_ref) < tol * 4, (name, rel(g, g_ref))
 
 
-def test_four_position_groups_match_reference(device, monkeypatch):
-    # the backward's other group size (4 states in registers), 4 groups per super-block
-    monkeypatch.setattr(op.TUNING, "group", 4)
+def test_other_super_block_size_matches_reference(device, monkeypatch):
+    # 4 two-position groups per super-block instead of 8: other walk and look-ahead boundaries
     monkeypatch.setattr(op.TUNING, "groups", 4)
     x = make_inputs(1, 2 * CHUNK + 5, 12, 4, torch.float32, device, seed=19)
     leaves = {k: x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C", "D")}

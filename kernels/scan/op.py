@@ -22,8 +22,7 @@ from genossm.kernels.scan.reference import selective_scan_ref
 class ScanTuning:
     """Launch parameters (chosen on an H200 with benchmarks/bench_scan.py --sweep, 2026-12-01)."""
 
-    group: int = 2  # backward: positions whose states one group recomputes into registers (2, 4)
-    groups: int = 8  # backward: groups per super-block (chunk sizes are multiples of the block)
+    groups: int = 8  # backward: two-position groups per super-block (chunks: whole super-blocks)
     block_d: int = 32  # channels per program: one lane each, all N states in its registers
     num_warps: int = 1
     programs_per_sm: int = 16  # chunks are sized so that a wave of programs fills the GPU
@@ -65,7 +64,7 @@ def default_chunk_size(batch: int, length: int, dim: int, block_d: int, device=N
 
 def superblock() -> int:
     """Positions per backward super-block; chunk sizes are multiples of it."""
-    return TUNING.group * TUNING.groups
+    return 2 * TUNING.groups
 
 
 @functools.lru_cache(maxsize=None)
@@ -183,7 +182,7 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     K._chunk_scan_bwd[grid](u, delta, delta_bias, A_t, B, C, D, dy, tile_h, slots, g_in, du,
                             ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part,
                             length, dim, nstate, n_chunks, n_dblocks, *strides,
-                            G=TUNING.group, GROUPS=TUNING.groups, HAS_D=D is not None,
+                            GROUPS=TUNING.groups, HAS_D=D is not None,
                             LANE_SUMS=_lane_sums(block_d, block_n, nstate), **seq)
     dD = dD_part.sum((0, 1)) if D is not None else None
     dbias = dbias_part.sum((0, 1)) if delta_bias is not None else None

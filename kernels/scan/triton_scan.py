@@ -16,8 +16,8 @@ Backward (h_{t-1} is needed walking backwards; it is never recovered by dividing
                          writes its contribution at the chunk start;
   3. ``_pass_states``    (reversed over chunks) gives the adjoint entering each chunk;
   4. ``_chunk_scan_bwd`` walks each chunk's super-blocks in reverse: a forward walk saves the
-                         state before every group of G positions (a small per-program slot
-                         buffer), then each group recomputes its G states into registers and
+                         state before every group of two positions (a small per-program slot
+                         buffer), then each group recomputes its two states into registers and
                          steps the adjoint back over them, writing du, ddelta and per-block
                          partials of dB, dC, dA, dD and d(delta_bias) that torch sums in a
                          fixed order (deterministic, no atomics).
@@ -123,9 +123,10 @@ def _dt_from_raw(delta, m, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr)
 @triton.jit
 def _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
     """The state after a position from the state before it and the position's raw loads;
-    also returns dt."""
+    also returns dt (BD,) and the decay exp(dt A) (BN, BD)."""
     dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
-    return tl.exp2(dt[None, :] * A2) * h + (dt * u.to(tl.float32))[None, :] * Bt[:, None], dt
+    a = tl.exp2(dt[None, :] * A2)
+    return a * h + (dt * u.to(tl.float32))[None, :] * Bt[:, None], dt, a
 
 
 # The sequential loops below take two positions per step and load each position one position
@@ -167,12 +168,12 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
             d1, u1, B1, _r1, m1, _b1 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 1, L, offs_d,
                                                  mask_d, offs_n, mask_n, stride_ub, stride_ul,
                                                  stride_bb, stride_bl, REVERSE, EVEN_N)
-            h, dt = _state_step(h, d0, u0, B0, m0, A2, bias, SOFTPLUS, HAS_BIAS)
+            h, dt, _a = _state_step(h, d0, u0, B0, m0, A2, bias, SOFTPLUS, HAS_BIAS)
             dt_total += dt
             d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 2, L, offs_d,
                                                  mask_d, offs_n, mask_n, stride_ub, stride_ul,
                                                  stride_bb, stride_bl, REVERSE, EVEN_N)
-            h, dt = _state_step(h, d1, u1, B1, m1, A2, bias, SOFTPLUS, HAS_BIAS)
+            h, dt, _a = _state_step(h, d1, u1, B1, m1, A2, bias, SOFTPLUS, HAS_BIAS)
             dt_total += dt
             p += 2
     if not FOR_BACKWARD:
@@ -228,7 +229,7 @@ def _output_step(h, delta, u, Bt, Ct, zt, yadd, row, m, A2, bias, Dskip, ypre_pt
                  SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
                  HAS_YADD: tl.constexpr, STORE_YPRE: tl.constexpr):
     """One position of the output scan: step the state, write y (and ypre); returns the state."""
-    h, _dt = _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS, HAS_BIAS)
+    h, _dt, _a = _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS, HAS_BIAS)
     y = tl.sum(h * Ct[:, None], axis=0) + Dskip * u.to(tl.float32)  # (BD,)
     if HAS_YADD:
         y += yadd
@@ -321,19 +322,6 @@ def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n
 
 
 @triton.jit
-def _step_state(h, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p, L, offs_d, mask_d, offs_n, mask_n,
-                stride_ub, stride_ul, stride_bb, stride_bl,
-                REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                EVEN_N: tl.constexpr):
-    """The state after position p from the state before it (loads and steps)."""
-    delta, u, Bt, _row, m, _brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
-                                             offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                             stride_bl, REVERSE, EVEN_N)
-    h, _dt = _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS, HAS_BIAS)
-    return h
-
-
-@triton.jit
 def _shfl_xor(x, bit: tl.constexpr):
     """Each lane's value of x from lane ^ bit (a warp butterfly shuffle; GPU only)."""
     return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, $2, 0x1f, -1;", "=f,f,r",
@@ -368,26 +356,21 @@ def _lane_sum_scatter(x, lane):
 
 
 @triton.jit
-def _step_adjoint(h, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B_ptr, C_ptr, Dskip,
-                  dy_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks, p,
-                  L, N, offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl,
-                  REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  HAS_D: tl.constexpr, EVEN_N: tl.constexpr, LANE_SUMS: tl.constexpr):
-    """Gradients at position p given h = h_p and ghat = the adjoint handed back from p + 1;
+def _grad_step(h, ghat, dA_acc, dD_acc, dbias_acc, delta, u, Bt, Ct, dy, row, m, dt, a, A2, bias,
+               Dskip, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks, p, L, N,
+               offs_d, offs_n, mask_n, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
+               HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, LANE_SUMS: tl.constexpr):
+    """Gradients at position p from h = h_p, ghat = the adjoint handed back from p + 1, the
+    position's loads and its dt and decay a (computed once, when its state was recomputed);
     returns the adjoint handed to p - 1 and the updated dA, dD, delta_bias accumulators."""
-    delta, u, Bt, row, m, brow = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
-                                           offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                           stride_bl, REVERSE, EVEN_N)
-    dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
     u = u.to(tl.float32)
-    Ct = _load_row(C_ptr + brow + offs_n, mask_n, EVEN_N)
-    dy = tl.load(dy_ptr + row + offs_d, mask=m, other=0.0)
     g = Ct[:, None] * dy[None, :] + ghat  # dL/dh_p
     dtu = dt * u
     ah = h - dtu[None, :] * Bt[:, None]  # a_p * h_{p-1}, without dividing by a_p
     gB = tl.sum(g * Bt[:, None], axis=0)
     du = dt * gB
-    ddt = u * gB + LN2 * tl.sum(g * A2 * ah, axis=0)
+    gah = g * ah  # shared by ddt and dA
+    ddt = u * gB + LN2 * tl.sum(gah * A2, axis=0)
     if HAS_D:
         du += Dskip * dy
         dD_acc += dy * u
@@ -413,8 +396,8 @@ def _step_adjoint(h, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B
         mpn = mask_n & (offs_n * 0 + p < L)
         tl.store(dB_part_ptr + part + offs_n, tl.sum(g * dtu[None, :], axis=1), mask=mpn)
         tl.store(dC_part_ptr + part + offs_n, tl.sum(h * dy[None, :], axis=1), mask=mpn)
-    dA_acc += g * ah * dt[None, :]
-    return tl.exp2(dt[None, :] * A2) * g, dA_acc, dD_acc, dbias_acc
+    dA_acc += gah * dt[None, :]
+    return a * g, dA_acc, dD_acc, dbias_acc
 
 
 @triton.jit
@@ -422,14 +405,16 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
                     slot_ptr, g_in_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr,
                     dD_part_ptr, dbias_part_ptr, L, D, N, n_chunks, n_dblocks,
                     stride_ub, stride_ul, stride_bb, stride_bl,
-                    CHUNK: tl.constexpr, G: tl.constexpr, GROUPS: tl.constexpr, BD: tl.constexpr,
+                    CHUNK: tl.constexpr, GROUPS: tl.constexpr, BD: tl.constexpr,
                     BN: tl.constexpr, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
                     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, EVEN_N: tl.constexpr,
                     LANE_SUMS: tl.constexpr):
-    """Backward of one chunk, super-block (GROUPS groups of G = 2 or 4 positions) by super-block
-    from the end. Per super-block: walk forward from its saved start state, keeping the state
-    before each group in this program's slots; then per group from the last: recompute its G
-    states into registers and step the adjoint back over them."""
+    """Backward of one chunk, super-block (GROUPS groups of two positions) by super-block from
+    the end. Per super-block: walk forward from its saved start state, keeping the state before
+    each group in this program's slots; then per group from the last: recompute its two states
+    into registers and step the adjoint back over them. The walk loads as _chunk_states does;
+    each group's loads (dy standing in for z in _load_fwd) are issued while the group after it
+    is computed, and reused by the recompute and the gradients, which share dt and the decay."""
     bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
     Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0) if HAS_D else 0.0
@@ -437,48 +422,63 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
     dA_acc = tl.zeros((BN, BD), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
-    tl.static_assert(G == 2 or G == 4, "groups of 2 or 4 positions")
-    SB: tl.constexpr = G * GROUPS
+    SB: tl.constexpr = 2 * GROUPS
     blocks: tl.constexpr = CHUNK // SB
     slots = slot_ptr + state * GROUPS
+    p = cid * CHUNK + CHUNK  # the loads of the chunk's last group (positions p - 2, p - 1)
+    e0, v0, F0, G0, dy0, _y0, s0, n0 = _load_fwd(
+        u_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, None, bid, p - 2, L, offs_d, mask_d, offs_n, mask_n,
+        stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, EVEN_N, True, False)
+    e1, v1, F1, G1, dy1, _y1, s1, n1 = _load_fwd(
+        u_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, None, bid, p - 1, L, offs_d, mask_d, offs_n, mask_n,
+        stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, EVEN_N, True, False)
     for kb in range(blocks):
         k = blocks - 1 - kb
         h = _load_tile(tile_h_ptr + (state * blocks + k * N * D), offs_n, offs_d, mask_d, N, D,
                        BN, BD)
-        p_block = cid * CHUNK + k * SB
+        p = cid * CHUNK + k * SB
+        d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
+                                             offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                             stride_bl, REVERSE, EVEN_N)
         for grp in range(GROUPS):
             _store_tile(slots + grp * N * D, h, offs_n, offs_d, mask_d, N, D, BN)
-            for j in tl.static_range(G):
-                h = _step_state(h, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p_block + G * grp + j, L,
-                                offs_d, mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
+            d1, u1, B1, _r1, m1, _b1 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 1, L, offs_d,
+                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
+            h, _dt, _a = _state_step(h, d0, u0, B0, m0, A2, bias, SOFTPLUS, HAS_BIAS)
+            d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 2, L, offs_d,
+                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
+                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
+            h, _dt, _a = _state_step(h, d1, u1, B1, m1, A2, bias, SOFTPLUS, HAS_BIAS)
+            p += 2
         tl.debug_barrier()  # slot rows written by one lane may be read by its replicas (BD < 32)
         for gb in range(GROUPS):
-            p0 = p_block + G * (GROUPS - 1 - gb)
+            p -= 2  # this group: positions p (set 0) and p + 1 (set 1)
             h = _load_tile(slots + (GROUPS - 1 - gb) * N * D, offs_n, offs_d, mask_d, N, D, BN,
                            BD)
-            # the group's states in registers: h0 (after p0), h1, and for G = 4 also h2, h3
-            h0 = _step_state(h, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p0, L, offs_d, mask_d,
-                             offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE,
-                             SOFTPLUS, HAS_BIAS, EVEN_N)
-            h1 = _step_state(h0, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p0 + 1, L, offs_d, mask_d,
-                             offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE,
-                             SOFTPLUS, HAS_BIAS, EVEN_N)
-            if G == 4:
-                h2 = _step_state(h1, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p0 + 2, L, offs_d,
-                                 mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                 stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
-                h3 = _step_state(h2, u_ptr, dt_ptr, B_ptr, bias, A2, bid, p0 + 3, L, offs_d,
-                                 mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb,
-                                 stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, EVEN_N)
-            for j in tl.static_range(G):  # unrolled: the group's states from the last
-                hj = h0 if j == G - 1 else (h1 if j == G - 2 else (h2 if j == 1 else h3))
-                ghat, dA_acc, dD_acc, dbias_acc = _step_adjoint(
-                    hj, ghat, dA_acc, dD_acc, dbias_acc, u_ptr, dt_ptr, bias, A2, B_ptr, C_ptr,
-                    Dskip, dy_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d,
-                    n_dblocks, p0 + G - 1 - j, L, N, offs_d, mask_d, offs_n, mask_n, stride_ub,
-                    stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS, HAS_BIAS, HAS_D, EVEN_N,
-                    LANE_SUMS)
+            h0, dt0, a0 = _state_step(h, e0, v0, F0, n0, A2, bias, SOFTPLUS, HAS_BIAS)
+            h1, dt1, a1 = _state_step(h0, e1, v1, F1, n1, A2, bias, SOFTPLUS, HAS_BIAS)
+            # the group before (in the previous super-block or chunk for the first group: the
+            # last group of the next super-block, or unused; clamped at position 0)
+            x0, w0, P0, Q0, dz0, _z0, r0, q0 = _load_fwd(
+                u_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, None, bid, tl.maximum(p - 2, 0), L, offs_d,
+                mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE,
+                EVEN_N, True, False)
+            x1, w1, P1, Q1, dz1, _z1, r1, q1 = _load_fwd(
+                u_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, None, bid, tl.maximum(p - 1, 0), L, offs_d,
+                mask_d, offs_n, mask_n, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE,
+                EVEN_N, True, False)
+            ghat, dA_acc, dD_acc, dbias_acc = _grad_step(
+                h1, ghat, dA_acc, dD_acc, dbias_acc, e1, v1, F1, G1, dy1, s1, n1, dt1, a1, A2,
+                bias, Dskip, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks,
+                p + 1, L, N, offs_d, offs_n, mask_n, REVERSE, SOFTPLUS, HAS_BIAS, HAS_D,
+                LANE_SUMS)
+            ghat, dA_acc, dD_acc, dbias_acc = _grad_step(
+                h0, ghat, dA_acc, dD_acc, dbias_acc, e0, v0, F0, G0, dy0, s0, n0, dt0, a0, A2,
+                bias, Dskip, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, bid, pid_d, n_dblocks,
+                p, L, N, offs_d, offs_n, mask_n, REVERSE, SOFTPLUS, HAS_BIAS, HAS_D, LANE_SUMS)
+            e0, v0, F0, G0, dy0, s0, n0 = x0, w0, P0, Q0, dz0, r0, q0
+            e1, v1, F1, G1, dy1, s1, n1 = x1, w1, P1, Q1, dz1, r1, q1
         tl.debug_barrier()  # the next super-block rewrites the slots
     _store_tile(dA_part_ptr + state, dA_acc, offs_n, offs_d, mask_d, N, D, BN)
     if HAS_D:
