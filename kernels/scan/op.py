@@ -111,19 +111,19 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, soft
     h_local = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     dtsum = _output((batch, n_chunks, dim), dev, torch.float32)
     grid = (batch, triton.cdiv(dim, block_d), n_chunks)
-    seq = dict(CHUNK=chunk, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
+    seq = dict(BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
                HAS_BIAS=delta_bias is not None, EVEN_N=nstate == block_n,
                num_warps=TUNING.num_warps)
     strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, None, h_local, dtsum, None,
-                          length, dim, nstate, n_chunks, *strides,
+                          length, dim, nstate, n_chunks, chunk, *strides,
                           SB=superblock(), FOR_BACKWARD=False, **seq)
     h_in = torch.empty_like(h_local)
     final = _launch_pass(h_local, dtsum, A_t, initial_state, h_in, backward=False)
     y = _output(u.shape, dev, out_dtype)
     ypre = _output(u.shape, dev, out_dtype) if store_ypre else None
     K._chunk_scan_fwd[grid](u, delta, delta_bias, A_t, B, C, D, z, h_in, yadd, ypre, y,
-                            length, dim, nstate, n_chunks, *strides,
+                            length, dim, nstate, n_chunks, chunk, *strides,
                             HAS_D=D is not None, HAS_Z=z is not None, HAS_YADD=yadd is not None,
                             STORE_YPRE=store_ypre, SB=superblock(), **seq)
     return y, ypre, final, h_in, dtsum
@@ -155,7 +155,7 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     dev = u.device
     f32 = dict(device=dev, dtype=torch.float32)
     grid = (batch, n_dblocks, n_chunks)
-    seq = dict(CHUNK=chunk, BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
+    seq = dict(BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
                HAS_BIAS=delta_bias is not None, EVEN_N=nstate == block_n,
                num_warps=TUNING.bwd_num_warps)
     B, C = B.float().contiguous(), C.float().contiguous()  # as in the forward
@@ -163,11 +163,11 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     A_t = A.t().contiguous()
     tile_h = _output((batch, n_chunks, chunk // superblock(), nstate, dim), dev, torch.float32)
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, h_in, None, None, tile_h,
-                          length, dim, nstate, n_chunks, *strides,
+                          length, dim, nstate, n_chunks, chunk, *strides,
                           SB=superblock(), FOR_BACKWARD=True, **seq)
     g_local = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     K._chunk_adjoints[grid](delta, delta_bias, A_t, C, dy, g_local, length, dim, nstate, n_chunks,
-                            *strides, SB=superblock(), **seq)
+                            chunk, *strides, SB=superblock(), **seq)
     g_in = torch.empty_like(g_local)
     dh0 = _launch_pass(g_local, dtsum, A_t, dfinal, g_in, backward=True)
     del g_local
@@ -181,7 +181,7 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     slots = torch.empty(batch, n_chunks, TUNING.groups, nstate, dim, **f32)
     K._chunk_scan_bwd[grid](u, delta, delta_bias, A_t, B, C, D, dy, tile_h, slots, g_in, du,
                             ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part,
-                            length, dim, nstate, n_chunks, n_dblocks, *strides,
+                            length, dim, nstate, n_chunks, chunk, n_dblocks, *strides,
                             GROUPS=TUNING.groups, HAS_D=D is not None,
                             LANE_SUMS=_lane_sums(block_d, block_n, nstate), **seq)
     dD = dD_part.sum((0, 1)) if D is not None else None

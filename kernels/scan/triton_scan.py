@@ -8,7 +8,7 @@ memory index (t = L-1-p for the reverse direction: no flipped copies).
 Forward:
   1. ``_chunk_states``   each chunk scans from h = 0 and writes its end state and sum(dt);
   2. ``_pass_states``    a short sequential pass over chunks turns those into each chunk's true
-                         start state H_in (the only state saved for backward: O(L / CHUNK));
+                         start state H_in (the only state saved for backward: O(L / chunk));
   3. ``_chunk_scan_fwd`` each chunk re-scans from H_in and writes y.
 Backward (h_{t-1} is needed walking backwards; it is never recovered by dividing by a_t):
   1. ``_chunk_states``   recomputes the state at every SB-position super-block start from H_in;
@@ -139,9 +139,9 @@ def _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: 
 
 @triton.jit
 def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum_ptr, tile_h_ptr,
-                  L, D, N, n_chunks,
+                  L, D, N, n_chunks, chunk,
                   stride_ub, stride_ul, stride_bb, stride_bl,
-                  CHUNK: tl.constexpr, SB: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                  SB: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                   REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                   FOR_BACKWARD: tl.constexpr, EVEN_N: tl.constexpr):
     """Scan one chunk position by position. FOR_BACKWARD=False: start at zero, write the end state
@@ -155,8 +155,8 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
     else:
         h = tl.zeros((BN, BD), dtype=tl.float32)
     dt_total = tl.zeros((BD,), dtype=tl.float32)
-    blocks: tl.constexpr = CHUNK // SB
-    p = cid * CHUNK
+    blocks = chunk // SB
+    p = cid * chunk
     d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d, offs_n,
                                          mask_n, stride_ub, stride_ul, stride_bb, stride_bl,
                                          REVERSE, EVEN_N)
@@ -244,9 +244,9 @@ def _output_step(h, delta, u, Bt, Ct, zt, yadd, row, m, A2, bias, Dskip, ypre_pt
 
 @triton.jit
 def _chunk_scan_fwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, h_in_ptr,
-                    yadd_ptr, ypre_ptr, y_ptr, L, D, N, n_chunks,
+                    yadd_ptr, ypre_ptr, y_ptr, L, D, N, n_chunks, chunk,
                     stride_ub, stride_ul, stride_bb, stride_bl,
-                    CHUNK: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                    BD: tl.constexpr, BN: tl.constexpr,
                     REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_YADD: tl.constexpr,
                     STORE_YPRE: tl.constexpr, EVEN_N: tl.constexpr, SB: tl.constexpr):
@@ -259,11 +259,11 @@ def _chunk_scan_fwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_p
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
     Dskip = tl.load(Dskip_ptr + offs_d, mask=mask_d, other=0.0) if HAS_D else 0.0
     h = _load_tile(h_in_ptr + state, offs_n, offs_d, mask_d, N, D, BN, BD)
-    p = cid * CHUNK
+    p = cid * chunk
     d0, u0, B0, C0, z0, ya0, r0, m0 = _load_fwd(
         u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, yadd_ptr, bid, p, L, offs_d, mask_d, offs_n, mask_n,
         stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, EVEN_N, HAS_Z, HAS_YADD)
-    for k in range(CHUNK // SB):
+    for k in range(chunk // SB):
         for j in range(SB // 2):
             d1, u1, B1, C1, z1, ya1, r1, m1 = _load_fwd(
                 u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, yadd_ptr, bid, p + 1, L, offs_d, mask_d,
@@ -288,9 +288,9 @@ def _adjoint_step(g, delta, dy, Ct, m, A2, bias, SOFTPLUS: tl.constexpr, HAS_BIA
 
 
 @triton.jit
-def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n_chunks,
+def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n_chunks, chunk,
                     stride_ub, stride_ul, stride_bb, stride_bl,
-                    CHUNK: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                    BD: tl.constexpr, BN: tl.constexpr,
                     REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
                     EVEN_N: tl.constexpr, SB: tl.constexpr):
     """ghat = a_t (C_t dy_t + ghat) walked from the chunk end to its start from zero: the
@@ -302,11 +302,11 @@ def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n
         A_ptr, bias_ptr, D, N, n_chunks, BD, BN, HAS_BIAS)
     g = tl.zeros((BN, BD), dtype=tl.float32)
     # C plays B's part in the raw loader; dy stands in for u
-    p = cid * CHUNK + CHUNK - 1
+    p = cid * chunk + chunk - 1
     d0, dy0, C0, _r0, m0, _b0 = _load_raw(dy_ptr, dt_ptr, C_ptr, bid, p, L, offs_d, mask_d,
                                           offs_n, mask_n, stride_ub, stride_ul, stride_bb,
                                           stride_bl, REVERSE, EVEN_N)
-    for k in range(CHUNK // SB):
+    for k in range(chunk // SB):
         for j in range(SB // 2):
             d1, dy1, C1, _r1, m1, _b1 = _load_raw(dy_ptr, dt_ptr, C_ptr, bid, p - 1, L, offs_d,
                                                   mask_d, offs_n, mask_n, stride_ub, stride_ul,
@@ -403,9 +403,9 @@ def _grad_step(h, ghat, dA_acc, dD_acc, dbias_acc, delta, u, Bt, Ct, dy, row, m,
 @triton.jit
 def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_ptr, tile_h_ptr,
                     slot_ptr, g_in_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr,
-                    dD_part_ptr, dbias_part_ptr, L, D, N, n_chunks, n_dblocks,
+                    dD_part_ptr, dbias_part_ptr, L, D, N, n_chunks, chunk, n_dblocks,
                     stride_ub, stride_ul, stride_bb, stride_bl,
-                    CHUNK: tl.constexpr, GROUPS: tl.constexpr, BD: tl.constexpr,
+                    GROUPS: tl.constexpr, BD: tl.constexpr,
                     BN: tl.constexpr, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
                     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, EVEN_N: tl.constexpr,
                     LANE_SUMS: tl.constexpr):
@@ -423,9 +423,9 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
     SB: tl.constexpr = 2 * GROUPS
-    blocks: tl.constexpr = CHUNK // SB
+    blocks = chunk // SB
     slots = slot_ptr + state * GROUPS
-    p = cid * CHUNK + CHUNK  # the loads of the chunk's last group (positions p - 2, p - 1)
+    p = cid * chunk + chunk  # the loads of the chunk's last group (positions p - 2, p - 1)
     e0, v0, F0, G0, dy0, _y0, s0, n0 = _load_fwd(
         u_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, None, bid, p - 2, L, offs_d, mask_d, offs_n, mask_n,
         stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, EVEN_N, True, False)
@@ -436,7 +436,7 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
         k = blocks - 1 - kb
         h = _load_tile(tile_h_ptr + (state * blocks + k * N * D), offs_n, offs_d, mask_d, N, D,
                        BN, BD)
-        p = cid * CHUNK + k * SB
+        p = cid * chunk + k * SB
         d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d,
                                              offs_n, mask_n, stride_ub, stride_ul, stride_bb,
                                              stride_bl, REVERSE, EVEN_N)
