@@ -129,7 +129,8 @@ def main(argv=None):
     parser.add_argument("--n-layer", type=int)
     parser.add_argument("--checkpointing", choices=["on", "off"], default="on")
     parser.add_argument("--shapes", help="batch x length list (default 8x131072,1x1048576; '': none)")
-    parser.add_argument("--longest", help="batch-1 lengths to try in order (default 2097152,4194304; '': none)")
+    parser.add_argument("--longest", help="batch x length list to try in order, stopping at the first that does "
+                                          "not fit (default 1x2097152,1x4194304; '': none)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per shape (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help=f"untimed steps per shape (at least "
                         f"{COMPILE_WARMUP} when compiling)")
