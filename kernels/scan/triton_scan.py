@@ -425,6 +425,9 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
     SB: tl.constexpr = 2 * GROUPS
     blocks = chunk // SB
     slots = slot_ptr + state * GROUPS
+    # Group load sets: e = delta, v = u, F = B row, G = C row, dy, s = row offset, n = mask; the
+    # next group's set is x, w, P, Q, dz, r, q. Names differ from the walk's (d, u, B, ...), which
+    # Triton would otherwise carry through the group loop as loop variables.
     p = cid * chunk + chunk  # the loads of the chunk's last group (positions p - 2, p - 1)
     e0, v0, F0, G0, dy0, _y0, s0, n0 = _load_fwd(
         u_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, None, bid, p - 2, L, offs_d, mask_d, offs_n, mask_n,
