@@ -138,6 +138,24 @@ def _state_step(h, delta, u, Bt, m, A2, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: 
 
 
 @triton.jit
+def _state_pair(h, d0, u0, B0, m0, u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d, offs_n, mask_n,
+                A2, bias, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE: tl.constexpr,
+                SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr):
+    """One two-position step of a state walk: positions p (set 0, loaded one step before) and
+    p + 1; issues set 0 of the next step (position p + 2). Returns the state after p + 1, the two
+    positions' dt summed, and the next set 0."""
+    d1, u1, B1, _r1, m1, _b1 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 1, L, offs_d, mask_d,
+                                         offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                         stride_bl, REVERSE, EVEN_N)
+    h, dt_a, _a = _state_step(h, d0, u0, B0, m0, A2, bias, SOFTPLUS, HAS_BIAS)
+    d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 2, L, offs_d, mask_d,
+                                         offs_n, mask_n, stride_ub, stride_ul, stride_bb,
+                                         stride_bl, REVERSE, EVEN_N)
+    h, dt_b, _a = _state_step(h, d1, u1, B1, m1, A2, bias, SOFTPLUS, HAS_BIAS)
+    return h, dt_a + dt_b, d0, u0, B0, m0
+
+
+@triton.jit
 def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum_ptr, tile_h_ptr,
                   L, D, N, n_chunks, chunk,
                   stride_ub, stride_ul, stride_bb, stride_bl,
@@ -165,16 +183,11 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
             _store_tile(tile_h_ptr + (state * blocks + k * N * D), h, offs_n, offs_d, mask_d, N,
                         D, BN)
         for j in range(SB // 2):
-            d1, u1, B1, _r1, m1, _b1 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 1, L, offs_d,
-                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
-                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
-            h, dt, _a = _state_step(h, d0, u0, B0, m0, A2, bias, SOFTPLUS, HAS_BIAS)
-            dt_total += dt
-            d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 2, L, offs_d,
-                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
-                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
-            h, dt, _a = _state_step(h, d1, u1, B1, m1, A2, bias, SOFTPLUS, HAS_BIAS)
-            dt_total += dt
+            h, dt2, d0, u0, B0, m0 = _state_pair(
+                h, d0, u0, B0, m0, u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d, offs_n,
+                mask_n, A2, bias, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS,
+                HAS_BIAS, EVEN_N)
+            dt_total += dt2
             p += 2
     if not FOR_BACKWARD:
         _store_tile(hend_ptr + state, h, offs_n, offs_d, mask_d, N, D, BN)
@@ -412,7 +425,7 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
     """Backward of one chunk, super-block (GROUPS groups of two positions) by super-block from
     the end. Per super-block: walk forward from its saved start state, keeping the state before
     each group in this program's slots; then per group from the last: recompute its two states
-    into registers and step the adjoint back over them. The walk loads as _chunk_states does;
+    into registers and step the adjoint back over them. The walk takes _chunk_states' steps;
     each group's loads (dy standing in for z in _load_fwd) are issued while the group after it
     is computed, and reused by the recompute and the gradients, which share dt and the decay."""
     bid, pid_d, cid, offs_d, mask_d, offs_n, mask_n, A2, bias, state = _program_block(
@@ -445,14 +458,10 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
                                              stride_bl, REVERSE, EVEN_N)
         for grp in range(GROUPS):
             _store_tile(slots + grp * N * D, h, offs_n, offs_d, mask_d, N, D, BN)
-            d1, u1, B1, _r1, m1, _b1 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 1, L, offs_d,
-                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
-                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
-            h, _dt, _a = _state_step(h, d0, u0, B0, m0, A2, bias, SOFTPLUS, HAS_BIAS)
-            d0, u0, B0, _r0, m0, _b0 = _load_raw(u_ptr, dt_ptr, B_ptr, bid, p + 2, L, offs_d,
-                                                 mask_d, offs_n, mask_n, stride_ub, stride_ul,
-                                                 stride_bb, stride_bl, REVERSE, EVEN_N)
-            h, _dt, _a = _state_step(h, d1, u1, B1, m1, A2, bias, SOFTPLUS, HAS_BIAS)
+            h, _dt2, d0, u0, B0, m0 = _state_pair(
+                h, d0, u0, B0, m0, u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask_d, offs_n,
+                mask_n, A2, bias, stride_ub, stride_ul, stride_bb, stride_bl, REVERSE, SOFTPLUS,
+                HAS_BIAS, EVEN_N)
             p += 2
         tl.debug_barrier()  # slot rows written by one lane may be read by its replicas (BD < 32)
         for gb in range(GROUPS):
