@@ -4,6 +4,7 @@ import torch
 
 REFERENCE = {"d_model": 256, "n_layer": 16}  # the reference model: Caduceus-131k size, 7.7M parameters
 COMPILE_VARIANTS = {"off": [False], "on": [True], "both": [False, True]}  # --compile -> rows to measure
+CHECKPOINTING = {"on": True, "off": False, "offload": "offload"}  # --checkpointing -> GenoSSMConfig value
 
 
 def sync(device):
@@ -17,6 +18,11 @@ def add_compile_args(parser, unit):
                         help=f"torch.compile each block; both: measure each {unit} without, then with")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend (aot_eager compiles fast: CPU tests)")
+
+
+def add_checkpointing_arg(parser):
+    parser.add_argument("--checkpointing", choices=list(CHECKPOINTING), default="on",
+                        help="per-block activation checkpointing; offload: block inputs in pinned host memory")
 
 
 def compile_label(mode, backend):

@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from bench_common import compile_label, sync
+from bench_common import CHECKPOINTING, add_checkpointing_arg, compile_label, sync
 from bench_train import build, model_config, random_batch, train_step, warmup_steps
 from genossm.utils.atomic import atomic_output
 from genossm.utils.cuda import is_out_of_memory
@@ -61,7 +61,7 @@ def parse_args(argv=None):
     parser.add_argument("--window", type=int, help="bases per GPU per step (default 1048576; tiny: 4096)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--checkpointing", choices=["on", "off"], default="on")
+    add_checkpointing_arg(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile each block (GenoSSM.compile_blocks)")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend (aot_eager compiles fast: CPU tests)")
@@ -121,7 +121,7 @@ def measure_rank(args, device, rank, world):
     """This rank's step times, peak memory, last loss and weight comparison with rank 0."""
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
-    model, optimizer = build(model_config(args.tiny, args.checkpointing == "on"), device,
+    model, optimizer = build(model_config(args.tiny, CHECKPOINTING[args.checkpointing]), device,
                              args.compile_backend if args.compile else None)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None, gradient_as_bucket_view=True)
     report = {"device": str(device), "threads": torch.get_num_threads(),
@@ -289,7 +289,7 @@ def main(argv=None):
     ranks = [rank for r in rows for rank in r.get("ranks", [])]
     device_name = ranks[0]["device_name"] if ranks else None
     dtype = "bfloat16" if args.device == "cuda" else "float32"
-    config = model_config(args.tiny, args.checkpointing == "on")
+    config = model_config(args.tiny, CHECKPOINTING[args.checkpointing])
     print_table(rows, f"model {config}, {ranks[0]['parameters'] / 1e6 if ranks else float('nan'):.2f}M "
                       f"parameters, {dtype}, window {args.window:,} bases per process, {device_name or args.device}, "
                       f"compile {compile_label('on' if args.compile else 'off', args.compile_backend)}")

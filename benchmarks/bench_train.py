@@ -7,8 +7,9 @@ A full step is what ``genossm train`` runs per batch: 15% masking, forward of th
 model under bf16 autocast, cross-entropy on the masked bases, backward, grad-norm clipping and an
 AdamW step (``MaskedLMModule.masked_loss`` plus the optimizer; no Lightning loop or data loader).
 Reference model: d_model 256, 16 layers, bidirectional, per-block activation checkpointing
-(``--checkpointing off`` to compare). Shapes: batch 8 x 131,072 and batch 1 x 1,048,576, then the
-longest window that trains at batch 1 (2M, 4M; out of memory is reported, not raised).
+(``--checkpointing off`` to compare; ``offload`` keeps the block inputs in pinned host memory). Shapes: batch 8 x 131,072 and batch 1 x 1,048,576, then the
+longest window that trains at batch 1 (2M, 4M; out of memory is reported, not raised);
+``--memory-cap-gib 80`` makes a larger GPU behave like an 80 GB one for that search.
 ``--compile`` torch.compiles each block (``GenoSSM.compile_blocks``); ``--compile both`` measures
 every shape without, then with compilation, each from the same seeded weights, and gives each
 compiled row its speed-up over the uncompiled one. The first compiled call per shape compiles, so
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from bench_common import COMPILE_VARIANTS, REFERENCE, add_compile_args, add_speedups, compile_label, sync
+from bench_common import (CHECKPOINTING, COMPILE_VARIANTS, REFERENCE, add_checkpointing_arg, add_compile_args,
+                          add_speedups, compile_label, sync)
 from genossm.train.module import MaskedLMModule
 from genossm.utils.cuda import is_out_of_memory
 
@@ -127,10 +129,12 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="tiny model and sizes (CPU smoke test)")
     parser.add_argument("--d-model", type=int)
     parser.add_argument("--n-layer", type=int)
-    parser.add_argument("--checkpointing", choices=["on", "off"], default="on")
+    add_checkpointing_arg(parser)
     parser.add_argument("--shapes", help="batch x length list (default 8x131072,1x1048576; '': none)")
     parser.add_argument("--longest", help="batch x length list to try in order, stopping at the first that does "
                                           "not fit (default 1x2097152,1x4194304; '': none)")
+    parser.add_argument("--memory-cap-gib", type=float, help="cap this process's GPU memory (the allocator "
+                        "fails beyond it), to find what fits a smaller GPU")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per shape (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help=f"untimed steps per shape (at least "
                         f"{COMPILE_WARMUP} when compiling)")
@@ -140,7 +144,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    config = model_config(args.tiny, args.checkpointing == "on", args.d_model, args.n_layer)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if args.memory_cap_gib and device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
+    config = model_config(args.tiny, CHECKPOINTING[args.checkpointing], args.d_model, args.n_layer)
     shapes = parse_shapes(args.shapes if args.shapes is not None else
                           ("2x1024,1x4096" if args.tiny else "8x131072,1x1048576"))
     longest = parse_shapes(args.longest if args.longest is not None else
@@ -184,6 +193,7 @@ def main(argv=None):
         "torch": torch.__version__, "dtype": str(dtype), "model": config, "parameters": params,
         "compile": {"off": False, "on": True, "both": "both"}[args.compile],
         "compile_backend": args.compile_backend if args.compile != "off" else None, "warmup": warmup,
+        "memory_cap_gib": args.memory_cap_gib,
         "rows": rows, "longest_trained": max(trained) if trained else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +214,8 @@ def run_one(model, optimizer, batch, length, device, steps, warmup, dtype, compi
     row["compile"] = compiled
     if longest:
         row["longest"] = True
-    print(f"  {batch} x {length:,}{' compiled' if compiled else ''}: {row['status']}", file=sys.stderr)
+    figures = (f", {row['bases_per_s']:,.0f} bases/s, {row['peak_gib']:.2f} GiB" if row["status"] == "ok" else "")
+    print(f"  {batch} x {length:,}{' compiled' if compiled else ''}: {row['status']}{figures}", file=sys.stderr)
     return row
 
 

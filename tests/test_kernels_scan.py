@@ -291,22 +291,23 @@ def test_int64_offsets_beyond_2_pow_31():
 
 @gpu
 @pytest.mark.gpu
-def test_new_chunk_sizes_reuse_compiled_kernels():
-    # the chunk size is a runtime argument: a model fed windows of many lengths (training on
+def test_new_lengths_and_chunk_sizes_reuse_compiled_kernels():
+    # lengths, chunk counts and chunk sizes are runtime arguments Triton does not specialize on
+    # (it would on divisibility by 16 and on 1): a model fed windows of many lengths (training on
     # random lengths, scoring at several contexts) must not compile new kernels for each
     from genossm.kernels.scan import triton_scan as K
 
-    kernels = (K._chunk_states, K._chunk_scan_fwd, K._chunk_adjoints, K._chunk_scan_bwd)
+    kernels = (K._chunk_states, K._pass_states, K._chunk_scan_fwd, K._chunk_adjoints, K._chunk_scan_bwd)
     device = torch.cuda.current_device()
 
     def compiled():
         return sum(len(k.device_caches[device][0]) for k in kernels)
 
-    x = make_inputs(1, 4096, 64, 16, torch.bfloat16, "cuda", seed=23)
-    leaves = [x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C")]
     counts = []
-    for chunk in (2, 4, 8):
-        y = selective_scan_triton(*leaves, chunk_size=chunk * op.superblock(), delta_softplus=True)
+    for length, chunks in ((4096, 2), (4100, 4), (4111, 8), (37, 64)):  # last: a single chunk
+        x = make_inputs(1, length, 64, 16, torch.bfloat16, "cuda", seed=23)
+        leaves = [x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C")]
+        y = selective_scan_triton(*leaves, chunk_size=chunks * op.superblock(), delta_softplus=True)
         y.float().sum().backward()
         counts.append(compiled())
-    assert counts[0] > 0 and counts[1:] == counts[:1] * 2
+    assert counts[0] > 0 and counts[1:] == counts[:1] * 3

@@ -46,17 +46,40 @@ def test_gradient_reaches_every_parameter():
     assert not missing
 
 
-def test_checkpointing_gives_the_same_gradients():
-    torch.manual_seed(2)
-    ids = torch.randint(0, 4, (2, 33))
-    grads = []
-    for ckpt in (False, True):
-        torch.manual_seed(3)
-        model = GenoSSM(GenoSSMConfig(**TINY, checkpointing=ckpt)).train()
-        model(ids).square().mean().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+def _gradients(checkpointing, ids, dtype=None, freeze=()):
+    torch.manual_seed(3)
+    model = GenoSSM(GenoSSMConfig(**TINY, checkpointing=checkpointing)).train()
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in freeze)
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        loss = model(ids).float().square().mean()
+    loss.backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", [True, "offload"])
+def test_checkpointing_gives_the_same_gradients(mode):
+    ids = torch.randint(0, 4, (2, 33), generator=torch.Generator().manual_seed(2))
+    plain, recomputed = _gradients(False, ids), _gradients(mode, ids)
+    for name, grad in plain.items():
+        torch.testing.assert_close(recomputed[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_offload_recomputes_under_the_forward_autocast_and_skips_frozen_parameters():
+    ids = torch.randint(0, 4, (2, 29), generator=torch.Generator().manual_seed(6))
+    frozen = {"layers.0.mixer.in_proj.weight", "layers.1.norm.weight"}
+    plain = _gradients(True, ids, torch.bfloat16, frozen)
+    offload = _gradients("offload", ids, torch.bfloat16, frozen)
+    for name, grad in plain.items():
+        if name in frozen:
+            assert grad is None and offload[name] is None
+        else:
+            torch.testing.assert_close(offload[name], grad, rtol=0, atol=0, msg=name)
+
+
+def test_checkpointing_mode_is_validated():
+    with pytest.raises(ValueError, match="checkpointing must be"):
+        GenoSSMConfig(checkpointing="host")
 
 
 def test_save_pretrained_and_reload(tmp_path):
@@ -131,3 +154,27 @@ def test_conv_with_halos_equals_whole_sequence(chunk):
     ref_r = torch.nn.functional.conv1d(torch.nn.functional.pad(x.flip(1).transpose(1, 2), (3, 0)),
                                        w[:, None, :], b, groups=6).transpose(1, 2).flip(1)
     torch.testing.assert_close(whole_r, ref_r)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_offload_on_cuda_matches_checkpointing_and_keeps_block_inputs_off_the_gpu():
+    """Same gradients as plain checkpointing (up to the embedding backward's atomic adds), and the
+    n_layer block inputs plain checkpointing keeps on the GPU are not there."""
+    config = dict(d_model=64, n_layer=8, d_state=8)
+    ids = torch.randint(0, 4, (1, 1 << 17), device="cuda", generator=torch.Generator("cuda").manual_seed(7))
+    grads, peaks = {}, {}
+    for mode in (True, "offload"):
+        torch.manual_seed(8)
+        model = GenoSSM(GenoSSMConfig(**config, checkpointing=mode)).cuda().train()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(ids).float().logsumexp(-1).mean()
+        loss.backward()
+        torch.cuda.synchronize()
+        peaks[mode] = torch.cuda.max_memory_allocated()
+        grads[mode] = {name: p.grad for name, p in model.named_parameters()}
+    for name, grad in grads[True].items():
+        torch.testing.assert_close(grads["offload"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    block_input = ids.numel() * config["d_model"] * 4  # float32 residual stream
+    assert peaks["offload"] <= peaks[True] - (config["n_layer"] - 4) * block_input

@@ -19,7 +19,9 @@ class GenoSSMConfig:
     dt_min: float = 0.001
     dt_max: float = 0.1
     rc_equivariant: bool = False  # exact reverse-complement equivariance by parameter sharing
-    checkpointing: bool = False  # recompute each block in backward (activation checkpointing)
+    # True: recompute each block in backward (activation checkpointing); "offload": also keep the
+    # block inputs in pinned host memory instead of on the GPU (genossm.model.offload)
+    checkpointing: bool | str = False
     vocab_size: int = VOCAB_SIZE
     context_length: int = 131_072  # default window for predict/embed
     norm_eps: float = 1e-5
@@ -27,6 +29,8 @@ class GenoSSMConfig:
     def __post_init__(self):
         if self.rc_equivariant and self.d_model % 2:
             raise ValueError(f"rc_equivariant needs an even d_model, got {self.d_model}")
+        if self.checkpointing not in (False, True, "offload"):
+            raise ValueError(f"checkpointing must be true, false or 'offload', got {self.checkpointing!r}")
         if self.dt_rank != "auto" and not isinstance(self.dt_rank, int):
             raise ValueError(f"dt_rank must be an int or 'auto', got {self.dt_rank!r}")
 

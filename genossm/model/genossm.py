@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from genossm.model.config import GenoSSMConfig
 from genossm.model.mixer import Block, RMSNorm
+from genossm.model.offload import HostCheckpoints, offloaded_block
 from genossm.tokenize import COMPLEMENT
 
 
@@ -45,8 +46,12 @@ class GenoSSM(nn.Module):
     def _trunk(self, ids, output_hidden_states):
         hidden = self.embedding(ids)  # (B, L, W)
         states = [hidden] if output_hidden_states else None
-        for layer in self.layers:
-            if self.config.checkpointing and self.training and torch.is_grad_enabled():
+        mode = self.config.checkpointing if self.training and torch.is_grad_enabled() else False
+        host = HostCheckpoints(hidden.device) if mode == "offload" else None
+        for index, layer in enumerate(self.layers):
+            if host is not None:
+                hidden = offloaded_block(layer, host, index, hidden)
+            elif mode:
                 hidden = checkpoint(layer, hidden, use_reentrant=False)
             else:
                 hidden = layer(hidden)

@@ -155,7 +155,7 @@ def _state_pair(h, d0, u0, B0, m0, u_ptr, dt_ptr, B_ptr, bid, p, L, offs_d, mask
     return h, dt_a + dt_b, d0, u0, B0, m0
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["L", "n_chunks"])
 def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum_ptr, tile_h_ptr,
                   L, D, N, n_chunks, chunk,
                   stride_ub, stride_ul, stride_bb, stride_bl,
@@ -194,7 +194,7 @@ def _chunk_states(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, h0_ptr, hend_ptr, dtsum
         tl.store(dtsum_ptr + (bid * n_chunks + cid) * D + offs_d, dt_total, mask=mask_d)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_chunks"])
 def _pass_states(local_ptr, dtsum_ptr, A_ptr, init_ptr, out_ptr, final_ptr, D, N, n_chunks,
                  BLOCK: tl.constexpr, BACKWARD: tl.constexpr, HAS_INIT: tl.constexpr):
     """Sequential over chunks: out[c] = carry entering chunk c; carry = decay_c * carry + local[c].
@@ -255,7 +255,7 @@ def _output_step(h, delta, u, Bt, Ct, zt, yadd, row, m, A2, bias, Dskip, ypre_pt
     return h
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["L", "n_chunks"])
 def _chunk_scan_fwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, h_in_ptr,
                     yadd_ptr, ypre_ptr, y_ptr, L, D, N, n_chunks, chunk,
                     stride_ub, stride_ul, stride_bb, stride_bl,
@@ -300,7 +300,7 @@ def _adjoint_step(g, delta, dy, Ct, m, A2, bias, SOFTPLUS: tl.constexpr, HAS_BIA
     return tl.exp2(dt[None, :] * A2) * (Ct[:, None] * dy[None, :] + g)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["L", "n_chunks"])
 def _chunk_adjoints(dt_ptr, bias_ptr, A_ptr, C_ptr, dy_ptr, gloc_ptr, L, D, N, n_chunks, chunk,
                     stride_ub, stride_ul, stride_bb, stride_bl,
                     BD: tl.constexpr, BN: tl.constexpr,
@@ -413,7 +413,7 @@ def _grad_step(h, ghat, dA_acc, dD_acc, dbias_acc, delta, u, Bt, Ct, dy, row, m,
     return a * g, dA_acc, dD_acc, dbias_acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["L", "n_chunks"])
 def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_ptr, tile_h_ptr,
                     slot_ptr, g_in_ptr, du_ptr, ddelta_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr,
                     dD_part_ptr, dbias_part_ptr, L, D, N, n_chunks, chunk, n_dblocks,
