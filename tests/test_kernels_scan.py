@@ -311,3 +311,32 @@ def test_new_lengths_and_chunk_sizes_reuse_compiled_kernels():
         y.float().sum().backward()
         counts.append(compiled())
     assert counts[0] > 0 and counts[1:] == counts[:1] * 3
+
+
+def test_scan_ops_report_flops():
+    # the compile partitioner prices recomputation by flops: without a formula the scan is "free"
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from genossm.kernels.scan.flops import BWD_FLOPS, FWD_FLOPS
+
+    batch, length, dim, nstate = 2, 96, 8, 4
+    meta = dict(device="meta")
+    u, delta, z = (torch.empty(batch, length, dim, dtype=torch.bfloat16, **meta) for _ in range(3))
+    A, B, C = torch.empty(dim, nstate, **meta), *(torch.empty(batch, length, nstate, **meta) for _ in range(2))
+    Dskip, bias = torch.empty(dim, **meta), torch.empty(dim, **meta)
+    elements = batch * length * dim * nstate
+    ops = torch.ops.genossm
+    with FlopCounterMode(display=False) as counter:
+        out = ops.selective_scan_fwd(u, delta, A, B, C, Dskip, z, bias, None, True, False, 32)
+    assert counter.get_total_flops() == FWD_FLOPS * elements
+    _, ypre, _, h_in, dtsum = out
+    with FlopCounterMode(display=False) as counter:
+        ops.selective_scan_bwd(u, None, u, delta, A, B, C, Dskip, z, bias, ypre, h_in, dtsum, True, False, 32)
+    assert counter.get_total_flops() == BWD_FLOPS * elements
+    with FlopCounterMode(display=False) as counter:
+        out = ops.bidirectional_scan_fwd(u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, True, 32)
+    assert counter.get_total_flops() == 2 * FWD_FLOPS * elements
+    with FlopCounterMode(display=False) as counter:
+        ops.bidirectional_scan_bwd(u, u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, *out[1:],
+                                   True, 32)
+    assert counter.get_total_flops() == 2 * BWD_FLOPS * elements

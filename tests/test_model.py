@@ -178,3 +178,31 @@ def test_offload_on_cuda_matches_checkpointing_and_keeps_block_inputs_off_the_gp
         torch.testing.assert_close(grads["offload"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
     block_input = ids.numel() * config["d_model"] * 4  # float32 residual stream
     assert peaks["offload"] <= peaks[True] - (config["n_layer"] - 4) * block_input
+
+
+def test_block_saves_one_copy_of_each_activation_for_backward(monkeypatch):
+    """Per position, a block keeps for backward the block input and its norm, x (the convs are
+    redone in backward), the scan's inputs (u and delta per direction, z), its pre-gate output and
+    the gated output (out_proj's input), and the small (dt, B, C) projections: no conv
+    pre-activations, padded copies of x or copy of z. Measured on the custom-op path the GPU takes
+    (its Triton kernels interpreted here)."""
+    from genossm.kernels.scan import bidirectional
+    from genossm.model.mixer import Block
+
+    monkeypatch.setattr(bidirectional, "use_triton", lambda u: True)
+    config = GenoSSMConfig(d_model=32, n_layer=1, d_state=4)
+    length, width, inner = 200, config.d_model, config.d_inner
+    storages = {}
+
+    def keep(tensor):
+        if length in tensor.shape or length + config.d_conv - 1 in tensor.shape:  # per-position tensors
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    torch.manual_seed(9)
+    hidden = torch.randn(1, length, width, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        Block(config)(hidden)
+    projections = 2 * (config.resolved_dt_rank + 2 * config.d_state) + 4 * config.d_state
+    expected = 4 * (8 * inner + 3 * width + projections + 1)  # float32; the 1: the norm's rsqrt
+    assert sum(storages.values()) / length == expected

@@ -35,3 +35,12 @@ def anticausal_conv(x, weight, bias, halo_right=None):
     halo = weight.shape[1] - 1
     xpad = F.pad(x, (0, 0, 0, halo)) if halo_right is None else torch.cat([x, halo_right], dim=1)
     return _shifted_sum(xpad, weight.flip(1), bias, x.shape[1])
+
+
+def bidirectional_conv(x, weight_f, bias_f, weight_r, bias_r):
+    """(causal_conv(x, weight_f, bias_f), anticausal_conv(x, weight_r, bias_r)) from one copy of x
+    padded on both sides, so that autograd keeps one padded copy for the two weight gradients."""
+    halo, length = weight_f.shape[1] - 1, x.shape[1]
+    xpad = F.pad(x, (0, 0, halo, halo))
+    return (_shifted_sum(xpad[:, :length + halo], weight_f, bias_f, length),
+            _shifted_sum(xpad[:, halo:], weight_r.flip(1), bias_r, length))

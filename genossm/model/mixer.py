@@ -11,10 +11,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from genossm.kernels import bidirectional_selective_scan
 from genossm.model.config import GenoSSMConfig
-from genossm.model.conv import anticausal_conv, causal_conv
+from genossm.model.conv import bidirectional_conv
 
 
 class RMSNorm(nn.Module):
@@ -70,10 +71,21 @@ class BiMambaMixer(nn.Module):
         self.rev = ScanDirection(cfg)
         self.out_proj = nn.Linear(d_inner, width, bias=False)
 
+    def conv_inputs(self, x):
+        """x (B, L, E) -> the two directions' scan inputs u_f, u_r: silu of each direction's conv."""
+        conv_f, conv_r = bidirectional_conv(x, self.fwd.conv_weight, self.fwd.conv_bias,
+                                            self.rev.conv_weight, self.rev.conv_bias)
+        return F.silu(conv_f), F.silu(conv_r)
+
     def forward(self, hidden):  # (B, L, W) -> (B, L, W)
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, L, E) each
-        u_f = F.silu(causal_conv(x, self.fwd.conv_weight, self.fwd.conv_bias))
-        u_r = F.silu(anticausal_conv(x, self.rev.conv_weight, self.rev.conv_bias))
+        # two products rather than one split: x and z come out contiguous (no copy of z for
+        # the scan, and backward keeps x and z, not the whole product beside a copy of z)
+        x_weight, z_weight = self.in_proj.weight.chunk(2, dim=0)
+        x, z = F.linear(hidden, x_weight), F.linear(hidden, z_weight)  # (B, L, E) each
+        if torch.is_grad_enabled():  # keep only x for backward; the convs and silu are cheap to redo
+            u_f, u_r = checkpoint(self.conv_inputs, x, use_reentrant=False)
+        else:
+            u_f, u_r = self.conv_inputs(x)
         delta_f, B_f, C_f = self.fwd.scan_inputs(u_f)
         delta_r, B_r, C_r = self.rev.scan_inputs(u_r)
         A_f, D_f, bias_f = self.fwd.scan_params()
