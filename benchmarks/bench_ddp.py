@@ -114,7 +114,10 @@ def worker(args):
         dist.destroy_process_group()
     report.update(rank=rank, local_rank=local_rank, world_size=world, host=socket.gethostname(),
                   env={name: os.environ.get(name) for name in [*WORKER_ENV, "OMP_NUM_THREADS"]})
-    print(RESULT_TAG + json.dumps(report), flush=True)
+    # one write() of the whole line: srun's tasks share one stdout file (O_APPEND), and print()
+    # may write the text and the newline separately, so two ranks' lines could interleave
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (RESULT_TAG + json.dumps(report) + "\n").encode())
 
 
 def measure_rank(args, device, rank, world):
