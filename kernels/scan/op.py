@@ -144,7 +144,7 @@ def _launch_pass(local, dtsum, A_t, init, out, backward):
 
 def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, softplus, reverse,
                    chunk):
-    """dy: (batch, L, D) float32 gradient of the pre-gate output. Returns du, ddelta (in u's and
+    """dy: (batch, L, D) gradient of the pre-gate output (any float dtype; read as float32). Returns du, ddelta (in u's and
     delta's dtypes), d_delta_bias, dA, dB, dC (float32), dD, d_initial_state; None for the
     gradients of absent inputs."""
     batch, length, dim = u.shape
@@ -199,11 +199,14 @@ def _lane_sums(block_d, block_n, nstate) -> bool:
 
 
 def gate_backward(dout, z, ypre):
-    """Backward of out = ypre * silu(z): returns (dypre float32 contiguous, dz or an empty tensor)."""
+    """Backward of out = ypre * silu(z): returns (dypre contiguous, dz or an empty tensor).
+    dypre is bfloat16 when dout is (one more rounding of an already-bf16 gradient, half the
+    memory: 4 GiB less at 4M positions), else float32 (float16 could overflow); the scan kernels
+    accumulate in float32 either way."""
     if z is None:
-        return dout.float().contiguous(), dout.new_empty(0)
+        return dout.contiguous(), dout.new_empty(0)
     dout, z, ypre = dout.contiguous(), z.contiguous(), ypre.contiguous()  # flat indexing
-    dy = _output(dout.shape, dout.device, torch.float32)
+    dy = _output(dout.shape, dout.device, torch.bfloat16 if dout.dtype == torch.bfloat16 else torch.float32)
     dz = _output(z.shape, z.device, z.dtype)
     block = 1024
     K._gate_bwd[(triton.cdiv(dout.numel(), block),)](dout, z, ypre, dy, dz, dout.numel(),

@@ -297,7 +297,7 @@ def _chunk_scan_fwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_p
 def _adjoint_step(g, delta, dy, Ct, m, A2, bias, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
     """ghat handed to the position before: a_t (C_t dy_t + ghat)."""
     dt = _dt_from_raw(delta, m, bias, SOFTPLUS, HAS_BIAS)
-    return tl.exp2(dt[None, :] * A2) * (Ct[:, None] * dy[None, :] + g)
+    return tl.exp2(dt[None, :] * A2) * (Ct[:, None] * dy.to(tl.float32)[None, :] + g)
 
 
 @triton.jit(do_not_specialize=["L", "n_chunks"])
@@ -377,6 +377,7 @@ def _grad_step(h, ghat, dA_acc, dD_acc, dbias_acc, delta, u, Bt, Ct, dy, row, m,
     position's loads and its dt and decay a (computed once, when its state was recomputed);
     returns the adjoint handed to p - 1 and the updated dA, dD, delta_bias accumulators."""
     u = u.to(tl.float32)
+    dy = dy.to(tl.float32)
     g = Ct[:, None] * dy[None, :] + ghat  # dL/dh_p
     dtu = dt * u
     ah = h - dtu[None, :] * Bt[:, None]  # a_p * h_{p-1}, without dividing by a_p
@@ -502,13 +503,13 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
 @triton.jit
 def _gate_bwd(dout_ptr, z_ptr, ypre_ptr, dy_ptr, dz_ptr, numel, BLOCK: tl.constexpr):
     """Backward of out = ypre * silu(z), elementwise over the flat tensors: dy = dout silu(z)
-    (float32, what the scan kernels read) and dz in z's dtype."""
+    (in dy's dtype: see op.gate_backward) and dz in z's dtype."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     dout = tl.load(dout_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     ypre = tl.load(ypre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     sig = tl.sigmoid(z)
-    tl.store(dy_ptr + offs, dout * z * sig, mask=mask)
+    tl.store(dy_ptr + offs, (dout * z * sig).to(dy_ptr.dtype.element_ty), mask=mask)
     dz = dout * ypre * sig * (1.0 + z * (1.0 - sig))
     tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
