@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+import memory_peak
 from bench_common import (CHECKPOINTING, COMPILE_VARIANTS, REFERENCE, add_checkpointing_arg, add_compile_args,
                           add_speedups, compile_label, sync)
 from genossm.train.module import MaskedLMModule
@@ -101,9 +102,10 @@ def train_step(model, optimizer, data, device, dtype):
     return loss
 
 
-def measure(model, optimizer, batch, length, device, steps, warmup, dtype):
+def measure(model, optimizer, batch, length, device, steps, warmup, dtype, breakdown=0):
     """Seconds per full training step (median of ``steps``, after ``warmup`` untimed ones) and peak
-    GPU memory allocated."""
+    GPU memory allocated; with ``breakdown`` (CUDA), one more step recorded and the ``breakdown``
+    largest allocation sites live at its peak (``memory_peak.record``)."""
     generator = torch.Generator(device=device).manual_seed(0)
     data = random_batch(batch, length, device, generator)
     if device.type == "cuda":
@@ -118,9 +120,13 @@ def measure(model, optimizer, batch, length, device, steps, warmup, dtype):
         times.append(time.perf_counter() - start)
     seconds = sorted(times[warmup:])[steps // 2]
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")  # weights included
-    return {"batch": batch, "length": length, "bases": batch * length, "s_per_step": seconds,
-            "bases_per_s": batch * length / seconds, "peak_gib": peak, "loss": float(loss.detach()),
-            "warmup_s": times[:warmup], "status": "ok"}
+    row = {"batch": batch, "length": length, "bases": batch * length, "s_per_step": seconds,
+           "bases_per_s": batch * length / seconds, "peak_gib": peak, "loss": float(loss.detach()),
+           "warmup_s": times[:warmup], "status": "ok"}
+    if breakdown and device.type == "cuda":
+        row["memory_breakdown"] = memory_peak.record(
+            lambda: train_step(model, optimizer, data, device, dtype), device, breakdown)
+    return row
 
 
 def main(argv=None):
@@ -135,6 +141,9 @@ def main(argv=None):
                                           "not fit (default 1x2097152,1x4194304; '': none)")
     parser.add_argument("--memory-cap-gib", type=float, help="cap this process's GPU memory (the allocator "
                         "fails beyond it), to find what fits a smaller GPU")
+    parser.add_argument("--memory-breakdown", type=int, default=0, metavar="N",
+                        help="CUDA: after each shape, record one more step and print the N largest "
+                             "allocation sites live at its memory peak")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per shape (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help=f"untimed steps per shape (at least "
                         f"{COMPILE_WARMUP} when compiling)")
@@ -169,7 +178,8 @@ def main(argv=None):
                   f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}"
                   f", compile {compile_label(args.compile, args.compile_backend)}", file=sys.stderr)
         for batch, length in shapes:
-            rows.append(run_one(model, optimizer, batch, length, device, args.steps, warmup, dtype, compiled))
+            rows.append(run_one(model, optimizer, batch, length, device, args.steps, warmup, dtype, compiled,
+                                breakdown=args.memory_breakdown))
         for batch, length in longest:  # stop at the first size that does not fit
             rows.append(run_one(model, optimizer, batch, length, device, args.steps, warmup, dtype, compiled,
                                 longest=True))
@@ -179,6 +189,10 @@ def main(argv=None):
     if len(variants) > 1:
         add_speedups(rows, ("batch", "length"), "bases_per_s")
     print_table(rows, both=len(variants) > 1)
+    for r in rows:
+        if "memory_breakdown" in r:
+            memory_peak.print_breakdown(f"{r['batch']} x {r['length']:,}{' compiled' if r['compile'] else ''}",
+                                        r["memory_breakdown"])
     trained = [r["length"] for r in rows if r.get("longest") and r["status"] == "ok"]
     for compiled in variants:
         fits = [r["length"] for r in rows if r.get("longest") and r["status"] == "ok" and r["compile"] == compiled]
@@ -201,11 +215,11 @@ def main(argv=None):
     print(f"wrote {args.out}", file=sys.stderr)
 
 
-def run_one(model, optimizer, batch, length, device, steps, warmup, dtype, compiled, longest=False):
+def run_one(model, optimizer, batch, length, device, steps, warmup, dtype, compiled, longest=False, breakdown=0):
     if compiled:  # drop earlier shapes' graphs: past dynamo's recompile limit blocks would run uncompiled
         torch._dynamo.reset()
     try:
-        row = measure(model, optimizer, batch, length, device, steps, warmup, dtype)
+        row = measure(model, optimizer, batch, length, device, steps, warmup, dtype, breakdown)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
