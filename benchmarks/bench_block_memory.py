@@ -23,8 +23,26 @@ import torch
 from bench_common import REFERENCE
 
 
+def saved_storages(module, hidden: torch.Tensor, per_position: set, dtype=None) -> list:
+    """[(shape, dtype, bytes)] of the tensors ``module(hidden)`` saves for backward whose shape has a
+    dimension in ``per_position``, one entry per storage, largest first; under autocast to ``dtype``
+    when given."""
+    storages = {}
+
+    def keep(tensor):
+        if per_position & set(tensor.shape):
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = (list(tensor.shape), str(tensor.dtype), storage.nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), \
+            torch.autocast(hidden.device.type, dtype=dtype, enabled=dtype is not None):
+        module(hidden)
+    return sorted(storages.values(), key=lambda s: -s[2])
+
+
 def saved_per_position(compiled: bool, length: int, device: torch.device, backend: str):
-    """[(shape, dtype, bytes)] of the per-position tensors one block saves, one entry per storage."""
+    """saved_storages of one reference block under bf16 autocast on the scan custom op's path."""
     from genossm.kernels.scan import bidirectional
     from genossm.model import GenoSSMConfig
     from genossm.model.mixer import Block
@@ -35,20 +53,8 @@ def saved_per_position(compiled: bool, length: int, device: torch.device, backen
     if compiled:
         block.compile(backend=backend, dynamic=False)
     halo = block.mixer.fwd.conv_weight.shape[1] - 1
-    per_position = {length, length + halo, length + 2 * halo}
-    storages = {}
-
-    def keep(tensor):
-        if per_position & set(tensor.shape):
-            storage = tensor.untyped_storage()
-            storages[storage.data_ptr()] = (list(tensor.shape), str(tensor.dtype), storage.nbytes())
-        return tensor
-
     hidden = torch.randn(1, length, REFERENCE["d_model"], device=device, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), \
-            torch.autocast(device.type, dtype=torch.bfloat16):
-        block(hidden)
-    return sorted(storages.values(), key=lambda s: -s[2])
+    return saved_storages(block, hidden, {length, length + halo, length + 2 * halo}, torch.bfloat16)
 
 
 def main(argv=None):

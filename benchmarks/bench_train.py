@@ -7,9 +7,10 @@ A full step is what ``genossm train`` runs per batch: 15% masking, forward of th
 model under bf16 autocast, cross-entropy on the masked bases, backward, grad-norm clipping and an
 AdamW step (``MaskedLMModule.masked_loss`` plus the optimizer; no Lightning loop or data loader).
 Reference model: d_model 256, 16 layers, bidirectional, per-block activation checkpointing
-(``--checkpointing off`` to compare; ``offload`` keeps the block inputs in pinned host memory). Shapes: batch 8 x 131,072 and batch 1 x 1,048,576, then the
-longest window that trains at batch 1 (2M, 4M; out of memory is reported, not raised);
-``--memory-cap-gib 80`` makes a larger GPU behave like an 80 GB one for that search.
+(``--checkpointing off`` to compare; ``offload`` keeps the block inputs in pinned host memory).
+Shapes: batch 8 x 131,072 and batch 1 x 1,048,576, then the longest window that trains at batch 1
+(2M, 4M; out of memory is reported, not raised); ``--memory-cap-gib 80`` makes a larger GPU
+behave like an 80 GB one for that search.
 ``--compile`` torch.compiles each block (``GenoSSM.compile_blocks``); ``--compile both`` measures
 every shape without, then with compilation, each from the same seeded weights, and gives each
 compiled row its speed-up over the uncompiled one. The first compiled call per shape compiles, so

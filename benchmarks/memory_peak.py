@@ -39,14 +39,11 @@ def site(entry: dict) -> str:
     frame; frames are listed innermost first."""
     frames = entry.get("frames") or []
     for frame in frames:
-        if any(d in frame["filename"] for d in PROJECT_DIRS):
-            path = frame["filename"]
-            for d in PROJECT_DIRS:
-                if d in path:
-                    path = d.strip("/") + "/" + path.split(d, 1)[1]
-                    break
-            return f"{path}:{frame['line']} {frame['name']}"
-    return f"{frames[0]['name']}" if frames else "unknown"
+        for directory in PROJECT_DIRS:
+            if directory in frame["filename"]:
+                path = directory.strip("/") + "/" + frame["filename"].split(directory, 1)[1]
+                return f"{path}:{frame['line']} {frame['name']}"
+    return frames[0]["name"] if frames else "unknown"
 
 
 def by_site(entries: list, top: int) -> list[dict]:

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from conftest import REPO
 from genossm.model import GenoSSM, GenoSSMConfig
 from genossm.model.conv import anticausal_conv, causal_conv
 from genossm.tokenize import COMPLEMENT, N, PAD
@@ -189,20 +190,15 @@ def test_block_saves_one_copy_of_each_activation_for_backward(monkeypatch):
     from genossm.kernels.scan import bidirectional
     from genossm.model.mixer import Block
 
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from bench_block_memory import saved_storages
+
     monkeypatch.setattr(bidirectional, "use_triton", lambda u: True)
     config = GenoSSMConfig(d_model=32, n_layer=1, d_state=4)
     length, width, inner = 200, config.d_model, config.d_inner
-    storages = {}
-
-    def keep(tensor):
-        if length in tensor.shape or length + config.d_conv - 1 in tensor.shape:  # per-position tensors
-            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
     torch.manual_seed(9)
     hidden = torch.randn(1, length, width, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        Block(config)(hidden)
+    saved = saved_storages(Block(config), hidden, {length, length + config.d_conv - 1})
     projections = 2 * (config.resolved_dt_rank + 2 * config.d_state) + 4 * config.d_state
     expected = 4 * (8 * inner + 3 * width + projections + 1)  # float32; the 1: the norm's rsqrt
-    assert sum(storages.values()) / length == expected
+    assert sum(nbytes for _, _, nbytes in saved) / length == expected

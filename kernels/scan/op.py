@@ -144,9 +144,9 @@ def _launch_pass(local, dtsum, A_t, init, out, backward):
 
 def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, softplus, reverse,
                    chunk):
-    """dy: (batch, L, D) gradient of the pre-gate output (any float dtype; read as float32). Returns du, ddelta (in u's and
-    delta's dtypes), d_delta_bias, dA, dB, dC (float32), dD, d_initial_state; None for the
-    gradients of absent inputs."""
+    """dy: (batch, L, D) gradient of the pre-gate output (any float dtype; read as float32).
+    Returns du, ddelta (in u's and delta's dtypes), d_delta_bias, dA, dB, dC (float32), dD,
+    d_initial_state; None for the gradients of absent inputs."""
     batch, length, dim = u.shape
     nstate = A.shape[1]
     block_d, block_n = _block_sizes(dim, nstate, TUNING.bwd_block_d)
@@ -206,7 +206,8 @@ def gate_backward(dout, z, ypre):
     if z is None:
         return dout.contiguous(), dout.new_empty(0)
     dout, z, ypre = dout.contiguous(), z.contiguous(), ypre.contiguous()  # flat indexing
-    dy = _output(dout.shape, dout.device, torch.bfloat16 if dout.dtype == torch.bfloat16 else torch.float32)
+    dy_dtype = torch.bfloat16 if dout.dtype == torch.bfloat16 else torch.float32
+    dy = _output(dout.shape, dout.device, dy_dtype)
     dz = _output(z.shape, z.device, z.dtype)
     block = 1024
     K._gate_bwd[(triton.cdiv(dout.numel(), block),)](dout, z, ypre, dy, dz, dout.numel(),
