@@ -4,15 +4,18 @@ rejected), the truncated-context baseline's crops, settings checks, and the CLI 
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from train_helpers import one_thread  # noqa: F401 (fixture)
 
 from genossm.cli import main
 from genossm.errors import GenossmError
-from genossm.evaluate.recall import RecallConfig, summarize
+from genossm.evaluate import recall
+from genossm.evaluate.recall import LengthCurriculum, RecallConfig, summarize
 from genossm.evaluate.recall_task import kmer_positions, make_batch, make_key, neighbourhood_crop
 from genossm.tokenize import MASK
 
@@ -97,11 +100,43 @@ def test_truncated_context_keeps_the_query_and_drops_the_pair():
     ({"directions": ("forward", "sideways")}, "directions"),
     ({"neighbourhood": 4}, "neighbourhood"),
     ({"min_train_length": 10}, "min_train_length"),
+    ({"advance_loss": 0.0}, "advance_loss"),
+    ({"advance_window": 0}, "advance_window"),
 ])
 def test_bad_settings_are_refused(change, match):
     config = RecallConfig(**{**RecallConfig.smoke().__dict__, **change})
     with pytest.raises(GenossmError, match=match):
         config.check()
+
+
+def test_length_curriculum_doubles_on_low_loss_up_to_the_end():
+    curriculum = LengthCurriculum(64, 300, advance_loss=0.2)
+    assert curriculum.longest == 64
+    assert not curriculum.update(0.2) and curriculum.longest == 64  # not below the threshold
+    assert curriculum.update(0.19) and curriculum.longest == 128
+    assert curriculum.update(0.0) and curriculum.longest == 256
+    assert curriculum.update(0.1) and curriculum.longest == 300  # capped
+    assert not curriculum.update(0.1) and curriculum.longest == 300
+    assert LengthCurriculum(64, 300, 0.2, enabled=False).longest == 300
+
+
+def test_training_follows_the_curriculum(one_thread):
+    """A threshold above any loss advances after every window; the lengths drawn stay within the
+    stage's longest."""
+    config = replace(RecallConfig.smoke(), steps=6, advance_loss=100.0, advance_window=2, seeds=(0,))
+    key = make_key(np.random.default_rng(0), config.key_length)
+    drawn = []
+    real_make_batch = recall.make_batch
+    def spy(rng, key, value_length, length, *args):
+        drawn.append(length)
+        return real_make_batch(rng, key, value_length, length, *args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recall, "make_batch", spy)
+        _, _, stages = recall.train_recall_model(config, key, 0, torch.device("cpu"), None, progress=False)
+    assert stages == [[0, 128], [2, 256], [4, 512]]  # smoke: 128 -> train_length 512
+    lengths_per_step = drawn[::2]  # forward and mirror halves draw one length per step
+    assert max(lengths_per_step[:2]) <= 128 and max(lengths_per_step[2:4]) <= 256
+    assert all(128 <= n <= 512 for n in drawn)
 
 
 def test_summary_over_seeds():

@@ -63,13 +63,19 @@ def evaluate():
 @click.option("--key-length", type=click.IntRange(min=1), help="Key k-mer length, 16..31 [16].")
 @click.option("--value-length", type=click.IntRange(min=1), help="Value k-mer length [8].")
 @click.option("--train-length", type=click.IntRange(min=1), help="Longest training sequence [8192].")
-@click.option("--min-train-length", type=click.IntRange(min=1), help="Shortest training sequence [256].")
+@click.option("--min-train-length", type=click.IntRange(min=1),
+              help="Shortest training sequence, and the curriculum's first longest one [64].")
+@click.option("--curriculum/--no-curriculum", default=None,
+              help="Start training on the shortest sequences and double the longest training length each "
+                   "time the loss of the last --advance-window steps averages below --advance-loss [on].")
+@click.option("--advance-loss", type=click.FloatRange(min=0, min_open=True), help="Curriculum threshold, nats [0.2].")
+@click.option("--advance-window", type=click.IntRange(min=1), help="Curriculum window, steps [100].")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps per seed [10000].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Training sequences per step [32].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate [1e-3].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate [3e-3].")
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warmup steps [200].")
 @click.option("--d-model", type=click.IntRange(min=1), help="Model width [64].")
-@click.option("--n-layer", type=click.IntRange(min=1), help="Model depth [4].")
+@click.option("--n-layer", type=click.IntRange(min=1), help="Model depth [2].")
 @click.option("--examples", type=click.IntRange(min=1), help="Evaluation sequences per seed, direction, length [64].")
 @click.option("--neighbourhood", type=click.IntRange(min=1),
               help="Truncated-context baseline: bases kept on each side of the masked value [1024].")

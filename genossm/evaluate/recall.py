@@ -1,8 +1,9 @@
 """Long-range recall: does the model carry information across up to millions of bases?
 
 For each seed: train a small GenoSSM on recall sequences (``genossm.evaluate.recall_task``) no
-longer than ``train_length`` (lengths drawn log-uniformly from ``min_train_length``, pair and query
-anywhere, forward and mirror cases mixed in every batch), then, without retraining, predict the
+longer than ``train_length`` (lengths drawn log-uniformly from ``min_train_length`` up to the
+curriculum's current longest length, pair and query anywhere, forward and mirror cases mixed in
+every batch), then, without retraining, predict the
 masked value of fresh sequences of each evaluation length with the pair at the far end. Baselines
 in the same run: chance (1/4 per base, 4^-v per whole value) and the same model given only the
 query's neighbourhood (``neighbourhood`` bases each side of the masked value, so the key is visible
@@ -41,16 +42,25 @@ class RecallConfig:
     key_length: int = 16  # >= 16: a shorter key recurs by chance in 4M random bases
     value_length: int = 8
     train_length: int = 8192  # longest training sequence
-    min_train_length: int = 256
+    min_train_length: int = 64
+    # Length curriculum: training starts on sequences of min_train_length bases and the longest
+    # length doubles (up to train_length) each time the mean loss of the last advance_window steps
+    # falls below advance_loss. Recall over a few dozen bases is learnt first; straight on
+    # 256-8,192 bases the loss sat at chance for 2,500 steps (H200, 2026-12-02).
+    curriculum: bool = True
+    advance_loss: float = 0.2  # nats
+    advance_window: int = 100
     lengths: tuple = (8192, 65536, 1_048_576, 4_194_304)  # evaluation lengths
     directions: tuple = DIRECTIONS
     seeds: tuple = (0, 1, 2)
     steps: int = 10_000  # induction-style tasks sit on a plateau at chance for a while before they click
     batch_size: int = 32
-    lr: float = 1e-3
+    # 2 layers at 3e-3 left the plateau on 64-base sequences after ~1,000 steps (CPU pilot); 4
+    # layers at 1e-3 after ~2,300 (H200), 2026-12-02
+    lr: float = 3e-3
     warmup_steps: int = 200
     d_model: int = 64
-    n_layer: int = 4
+    n_layer: int = 2
     examples: int = 64  # evaluation sequences per (seed, direction, length)
     neighbourhood: int = 1024  # bases each side of the masked value in the truncated baseline
     tokens_per_batch: int | None = None  # evaluation batch size in tokens [4M on GPU, 32k on CPU]
@@ -67,7 +77,8 @@ class RecallConfig:
         if not 16 <= self.key_length <= MAX_KEY_LENGTH:
             _bad("key_length", f"must be in [16, {MAX_KEY_LENGTH}] (shorter keys recur by chance in 4M bases), "
                                f"got {self.key_length}")
-        for name in ("value_length", "steps", "batch_size", "d_model", "n_layer", "examples", "min_train_length"):
+        for name in ("value_length", "steps", "batch_size", "d_model", "n_layer", "examples", "min_train_length",
+                     "advance_window"):
             if getattr(self, name) < 1:
                 _bad(name, f"must be >= 1, got {getattr(self, name)}")
         if not self.lengths or not self.seeds or not self.directions:
@@ -87,6 +98,8 @@ class RecallConfig:
         for length in self.lengths:
             if length < shortest:
                 _bad("lengths", f"{length} is shorter than {shortest}, the least that holds a far pair and query")
+        if self.advance_loss <= 0:
+            _bad("advance_loss", f"must be > 0, got {self.advance_loss}")
         if self.lr <= 0 or self.warmup_steps < 0:
             _bad("lr/warmup_steps", "lr must be > 0 and warmup_steps >= 0")
 
@@ -105,9 +118,9 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
     for seed in config.seeds:
         key = make_key(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY,))), config.key_length)
         start = time.perf_counter()
-        model, curve = train_recall_model(config, key, seed, device, dtype, progress)
+        model, curve, schedule = train_recall_model(config, key, seed, device, dtype, progress)
         training.append({"seed": seed, "key": decode(key), "final_train_loss": curve[-1][1], "loss_curve": curve,
-                         "train_seconds": time.perf_counter() - start})
+                         "length_schedule": schedule, "train_seconds": time.perf_counter() - start})
         log.info(f"recall seed {seed}: trained {config.steps} steps in {training[-1]['train_seconds']:.0f} s, "
                  f"final loss {curve[-1][1]:.3f} nats (chance {math.log(4):.3f})")
         model.eval()
@@ -125,9 +138,26 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
             "training": training, "results": results, "summary": summarize(results, config.value_length)}
 
 
+class LengthCurriculum:
+    """The longest training length: ``start`` at first, doubled (up to ``end``) by each ``update``
+    with a mean loss below ``advance_loss``; fixed at ``end`` when ``enabled`` is false."""
+
+    def __init__(self, start: int, end: int, advance_loss: float, enabled: bool = True):
+        self.longest = start if enabled else end
+        self.end, self.advance_loss = end, advance_loss
+
+    def update(self, mean_loss: float) -> bool:
+        """Advance after a window of steps with ``mean_loss``; returns whether the length grew."""
+        if mean_loss >= self.advance_loss or self.longest >= self.end:
+            return False
+        self.longest = min(2 * self.longest, self.end)
+        return True
+
+
 def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, progress: bool = True):
-    """A fresh GenoSSM trained on recall sequences; returns (model, loss curve): the curve is
-    [last step, mean loss in nats] over each tenth of the run."""
+    """A fresh GenoSSM trained on recall sequences; returns (model, loss curve, length schedule):
+    the curve is [last step, mean loss in nats] over each tenth of the run, the schedule
+    [first step, longest training length] of each curriculum stage."""
     torch.manual_seed(seed)
     model = GenoSSM(GenoSSMConfig(d_model=config.d_model, n_layer=config.n_layer,
                                   context_length=config.train_length)).to(device)
@@ -138,10 +168,13 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
         mirrored = config.batch_size // 2  # rows of each batch in the mirror case
     else:
         mirrored = config.batch_size if config.directions[0] == "mirror" else 0
-    low, high = math.log(config.min_train_length), math.log(config.train_length)
-    losses, curve, every = [], [], max(1, config.steps // 10)
+    curriculum = LengthCurriculum(config.min_train_length, config.train_length, config.advance_loss,
+                                  config.curriculum)
+    stages = [[0, curriculum.longest]]
+    losses, window, curve, every = [], [], [], max(1, config.steps // 10)
     for step in tqdm(range(config.steps), desc=f"recall train seed {seed}", disable=not progress, leave=False):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_TRAIN, step)))
+        low, high = math.log(config.min_train_length), math.log(curriculum.longest)
         length = int(round(math.exp(rng.uniform(low, high))))
         parts = [make_batch(rng, key, config.value_length, length, n, mirror, "anywhere")
                  for n, mirror in ((config.batch_size - mirrored, False), (mirrored, True)) if n]
@@ -156,11 +189,18 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
         optimizer.step()
         schedule.step()
         losses.append(loss.detach())  # no host sync per step
+        window.append(loss.detach())
+        if len(window) == config.advance_window:
+            if curriculum.update(torch.stack(window).mean().item()):
+                stages.append([step + 1, curriculum.longest])
+                log.info(f"recall seed {seed} step {step + 1}: training lengths now up to {curriculum.longest:,}")
+            window = []
         if (step + 1) % every == 0 or step + 1 == config.steps:
             curve.append([step + 1, torch.stack(losses).mean().item()])
-            log.info(f"recall seed {seed} step {step + 1}: loss {curve[-1][1]:.4f} nats")
+            log.info(f"recall seed {seed} step {step + 1}: loss {curve[-1][1]:.4f} nats "
+                     f"(lengths up to {curriculum.longest:,})")
             losses = []
-    return model, curve
+    return model, curve, stages
 
 
 def masked_log2_probs(model, ids: np.ndarray, starts: np.ndarray, count: int, device, dtype) -> torch.Tensor:
