@@ -67,7 +67,8 @@ def _run_block(block, H, chunk, device, dtype):
     right = torch.zeros(1, 0, width, device=device, dtype=dtype)  # x just right of the chunk
     for s, start_state in zip(reversed(starts), reversed(fwd_states)):
         e = min(s + chunk, length)
-        xz = block.mixer.in_proj(block.norm(H[s:e].to(device=device, dtype=dtype)[None]))
+        h = H[s:e].to(device=device, dtype=dtype)  # copied in once for the norm and the residual
+        xz = block.mixer.in_proj(block.norm(h[None]))
         x, z = xz.chunk(2, dim=-1)
         u_f = F.silu(causal_conv(x, fwd.conv_weight, fwd.conv_bias, halo_left=left_halo(s)))
         y_f, _ = _scan_direction(fwd, u_f, False, start_state)
@@ -76,7 +77,7 @@ def _run_block(block, H, chunk, device, dtype):
         y_r, state_r = _scan_direction(rev, u_r, True, state_r)
         out = block.mixer.out_proj(((y_f.float() + y_r.float()) * F.silu(z.float())).to(dtype))
         right = torch.cat([x, right], dim=1)[:, :halo]
-        H[s:e] = (H[s:e].to(device=device, dtype=dtype) + out[0]).to(H.dtype).cpu()
+        H[s:e] = (h + out[0]).to(H.dtype).cpu()
 
 
 @torch.no_grad()
