@@ -3,11 +3,11 @@
 For each seed: train a small GenoSSM on recall sequences (``genossm.evaluate.recall_task``) no
 longer than ``train_length`` (lengths drawn log-uniformly from ``min_train_length`` up to the
 curriculum's current longest length, pair and query anywhere, forward and mirror cases mixed in
-every batch), then, without retraining, predict the
-masked value of fresh sequences of each evaluation length with the pair at the far end. Baselines
-in the same run: chance (1/4 per base, 4^-v per whole value) and the same model given only the
-query's neighbourhood (``neighbourhood`` bases each side of the masked value, so the key is visible
-but the pair is not): that one must sit at chance, or the task leaks information locally.
+every batch), then, without retraining, predict the masked value of fresh sequences of each
+evaluation length with the pair at the far end. Baselines in the same run: chance (1/4 per base,
+4^-v per whole value) and the same model given only the query's neighbourhood (``neighbourhood``
+bases each side of the masked value, so the key is visible but the pair is not): that one must
+sit at chance, or the task leaks information locally.
 
 Metrics per (seed, direction, length): per-base accuracy, exact match of the whole value, and
 cross-entropy in bits per base (over A/C/G/T). ``run_recall`` returns them JSON-ready.
@@ -118,9 +118,9 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
     for seed in config.seeds:
         key = make_key(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY,))), config.key_length)
         start = time.perf_counter()
-        model, curve, schedule = train_recall_model(config, key, seed, device, dtype, progress)
+        model, curve, stages = train_recall_model(config, key, seed, device, dtype, progress)
         training.append({"seed": seed, "key": decode(key), "final_train_loss": curve[-1][1], "loss_curve": curve,
-                         "length_schedule": schedule, "train_seconds": time.perf_counter() - start})
+                         "length_schedule": stages, "train_seconds": time.perf_counter() - start})
         log.info(f"recall seed {seed}: trained {config.steps} steps in {training[-1]['train_seconds']:.0f} s, "
                  f"final loss {curve[-1][1]:.3f} nats (chance {math.log(4):.3f})")
         model.eval()
