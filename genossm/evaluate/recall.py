@@ -171,7 +171,7 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
     curriculum = LengthCurriculum(config.min_train_length, config.train_length, config.advance_loss,
                                   config.curriculum)
     stages = [[0, curriculum.longest]]
-    losses, window, curve, every = [], [], [], max(1, config.steps // 10)
+    losses, curve, every = [], [], max(1, config.steps // 10)  # losses: one per step, on the device
     for step in tqdm(range(config.steps), desc=f"recall train seed {seed}", disable=not progress, leave=False):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_TRAIN, step)))
         low, high = math.log(config.min_train_length), math.log(curriculum.longest)
@@ -189,17 +189,15 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
         optimizer.step()
         schedule.step()
         losses.append(loss.detach())  # no host sync per step
-        window.append(loss.detach())
-        if len(window) == config.advance_window:
-            if curriculum.update(torch.stack(window).mean().item()):
+        if (step + 1) % config.advance_window == 0:
+            if curriculum.update(torch.stack(losses[-config.advance_window:]).mean().item()):
                 stages.append([step + 1, curriculum.longest])
                 log.info(f"recall seed {seed} step {step + 1}: training lengths now up to {curriculum.longest:,}")
-            window = []
         if (step + 1) % every == 0 or step + 1 == config.steps:
-            curve.append([step + 1, torch.stack(losses).mean().item()])
+            since = curve[-1][0] if curve else 0
+            curve.append([step + 1, torch.stack(losses[since:]).mean().item()])
             log.info(f"recall seed {seed} step {step + 1}: loss {curve[-1][1]:.4f} nats "
                      f"(lengths up to {curriculum.longest:,})")
-            losses = []
     return model, curve, stages
 
 

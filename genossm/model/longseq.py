@@ -33,8 +33,7 @@ def _host_buffer(length, width, dtype, buffer_path):
 
 def _x_rows(block, rows, device, dtype):
     """x (pre-conv input of both scans) for residual rows (n, W) -> (1, n, E)."""
-    xz = block.mixer.in_proj(block.norm(rows.to(device=device, dtype=dtype)[None]))
-    return xz[..., : xz.shape[-1] // 2]
+    return block.mixer.x_projection(block.norm(rows.to(device=device, dtype=dtype)[None]))
 
 
 def _scan_direction(direction, u, reverse, initial_state):
@@ -68,8 +67,8 @@ def _run_block(block, H, chunk, device, dtype):
     for s, start_state in zip(reversed(starts), reversed(fwd_states)):
         e = min(s + chunk, length)
         h = H[s:e].to(device=device, dtype=dtype)  # copied in once for the norm and the residual
-        xz = block.mixer.in_proj(block.norm(h[None]))
-        x, z = xz.chunk(2, dim=-1)
+        normed = block.norm(h[None])
+        x, z = block.mixer.x_projection(normed), block.mixer.z_projection(normed)
         u_f = F.silu(causal_conv(x, fwd.conv_weight, fwd.conv_bias, halo_left=left_halo(s)))
         y_f, _ = _scan_direction(fwd, u_f, False, start_state)
         halo_right = F.pad(right, (0, 0, 0, halo - right.shape[1])) if halo else None

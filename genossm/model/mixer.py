@@ -77,11 +77,18 @@ class BiMambaMixer(nn.Module):
                                             self.rev.conv_weight, self.rev.conv_bias)
         return F.silu(conv_f), F.silu(conv_r)
 
+    def x_projection(self, hidden):
+        """hidden (B, L, W) -> x (B, L, E), the pre-conv input of both scans."""
+        return F.linear(hidden, self.in_proj.weight.chunk(2, dim=0)[0])
+
+    def z_projection(self, hidden):
+        """hidden (B, L, W) -> the gate z (B, L, E)."""
+        return F.linear(hidden, self.in_proj.weight.chunk(2, dim=0)[1])
+
     def forward(self, hidden):  # (B, L, W) -> (B, L, W)
         # two products rather than one split: x and z come out contiguous (no copy of z for
         # the scan, and backward keeps x and z, not the whole product beside a copy of z)
-        x_weight, z_weight = self.in_proj.weight.chunk(2, dim=0)
-        x, z = F.linear(hidden, x_weight), F.linear(hidden, z_weight)  # (B, L, E) each
+        x, z = self.x_projection(hidden), self.z_projection(hidden)  # (B, L, E) each
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             # eager: keep only x for backward, the convs and silu are cheap to redo. Not under
             # torch.compile: Inductor then redoes them before the scan's backward and keeps silu's
