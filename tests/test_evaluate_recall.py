@@ -102,6 +102,8 @@ def test_truncated_context_keeps_the_query_and_drops_the_pair():
     ({"min_train_length": 10}, "min_train_length"),
     ({"advance_loss": 0.0}, "advance_loss"),
     ({"advance_window": 0}, "advance_window"),
+    ({"stop_loss": -1.0}, "stop_loss"),
+    ({"max_train_seconds": 0.0}, "max_train_seconds"),
 ])
 def test_bad_settings_are_refused(change, match):
     config = RecallConfig(**{**RecallConfig.smoke().__dict__, **change})
@@ -132,11 +134,26 @@ def test_training_follows_the_curriculum(one_thread):
         return real_make_batch(rng, key, value_length, length, *args)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(recall, "make_batch", spy)
-        _, _, stages = recall.train_recall_model(config, key, 0, torch.device("cpu"), None, progress=False)
+        _, curve, stages, stopped = recall.train_recall_model(config, key, 0, torch.device("cpu"), None,
+                                                              progress=False)
     assert stages == [[0, 128], [2, 256], [4, 512]]  # smoke: 128 -> train_length 512
+    assert stopped == "steps" and curve[-1][0] == 6
     lengths_per_step = drawn[::2]  # forward and mirror halves draw one length per step
     assert max(lengths_per_step[:2]) <= 128 and max(lengths_per_step[2:4]) <= 256
     assert all(128 <= n <= 512 for n in drawn)
+
+
+@pytest.mark.parametrize("change, stopped, steps", [
+    # a stop threshold above any loss: the first window once the curriculum is done (step 4 of 4..6)
+    ({"stop_loss": 100.0}, "converged", 6),
+    ({"stop_loss": 100.0, "curriculum": False}, "converged", 2),
+    ({"max_train_seconds": 1e-9}, "time limit", 1),
+])
+def test_training_stops_early_when_converged_or_out_of_time(one_thread, change, stopped, steps):
+    config = replace(RecallConfig.smoke(), steps=20, advance_loss=100.0, advance_window=2, seeds=(0,), **change)
+    key = make_key(np.random.default_rng(0), config.key_length)
+    _, curve, _, why = recall.train_recall_model(config, key, 0, torch.device("cpu"), None, progress=False)
+    assert why == stopped and curve[-1][0] == steps
 
 
 def test_summary_over_seeds():

@@ -176,7 +176,10 @@ def test_offload_on_cuda_matches_checkpointing_and_keeps_block_inputs_off_the_gp
         peaks[mode] = torch.cuda.max_memory_allocated()
         grads[mode] = {name: p.grad for name, p in model.named_parameters()}
     for name, grad in grads[True].items():
-        torch.testing.assert_close(grads["offload"][name], grad, rtol=1e-5, atol=1e-7,
+        # the embedding's rows sum 131k positions' gradients in an order that changes from call to
+        # call: 2e-5 apart (H200, 2026-12-02)
+        rtol, atol = (1e-4, 1e-6) if name == "embedding.weight" else (1e-5, 1e-7)
+        torch.testing.assert_close(grads["offload"][name], grad, rtol=rtol, atol=atol,
                                    msg=lambda message, name=name: f"{name}: {message}")
     block_input = ids.numel() * config["d_model"] * 4  # float32 residual stream
     assert peaks["offload"] <= peaks[True] - (config["n_layer"] - 4) * block_input

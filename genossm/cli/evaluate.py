@@ -70,7 +70,13 @@ def evaluate():
                    "time the loss of the last --advance-window steps averages below --advance-loss [on].")
 @click.option("--advance-loss", type=click.FloatRange(min=0, min_open=True), help="Curriculum threshold, nats [0.2].")
 @click.option("--advance-window", type=click.IntRange(min=1), help="Curriculum window, steps [100].")
-@click.option("--steps", type=click.IntRange(min=1), help="Training steps per seed [10000].")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps per seed, the length of the lr schedule "
+                                                           "[15000].")
+@click.option("--stop-loss", type=click.FloatRange(min=0),
+              help="Stop a seed's training early once the curriculum is done and the last --advance-window "
+                   "steps average below this many nats; 0: never [0.005].")
+@click.option("--max-train-seconds", type=click.FloatRange(min=0, min_open=True),
+              help="Stop a seed's training after this many seconds (the record says where) [no limit].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Training sequences per step [32].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate [3e-3].")
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warmup steps [200].")

@@ -53,7 +53,14 @@ class RecallConfig:
     lengths: tuple = (8192, 65536, 1_048_576, 4_194_304)  # evaluation lengths
     directions: tuple = DIRECTIONS
     seeds: tuple = (0, 1, 2)
-    steps: int = 10_000  # induction-style tasks sit on a plateau at chance for a while before they click
+    # induction-style tasks sit on a plateau at chance for a while before they click; on the
+    # H200 a 12,000-step schedule left it at step 4,000 and was at 0.002 nats by 10,800 (2026-12-02)
+    steps: int = 15_000
+    # Training ends early once the curriculum has reached train_length and the last
+    # advance_window steps average below stop_loss nats (0: never), or after max_train_seconds
+    # (None: no limit; the record then says at which step it stopped)
+    stop_loss: float = 0.005
+    max_train_seconds: float | None = None
     batch_size: int = 32
     # 2 layers at 3e-3 left the plateau on 64-base sequences after ~1,000 steps (CPU pilot); 4
     # layers at 1e-3 after ~2,300 (H200), 2026-12-02
@@ -100,6 +107,10 @@ class RecallConfig:
                 _bad("lengths", f"{length} is shorter than {shortest}, the least that holds a far pair and query")
         if self.advance_loss <= 0:
             _bad("advance_loss", f"must be > 0, got {self.advance_loss}")
+        if self.stop_loss < 0:
+            _bad("stop_loss", f"must be >= 0, got {self.stop_loss}")
+        if self.max_train_seconds is not None and self.max_train_seconds <= 0:
+            _bad("max_train_seconds", f"must be > 0, got {self.max_train_seconds}")
         if self.lr <= 0 or self.warmup_steps < 0:
             _bad("lr/warmup_steps", "lr must be > 0 and warmup_steps >= 0")
 
@@ -118,11 +129,13 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
     for seed in config.seeds:
         key = make_key(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY,))), config.key_length)
         start = time.perf_counter()
-        model, curve, stages = train_recall_model(config, key, seed, device, dtype, progress)
-        training.append({"seed": seed, "key": decode(key), "final_train_loss": curve[-1][1], "loss_curve": curve,
-                         "length_schedule": stages, "train_seconds": time.perf_counter() - start})
-        log.info(f"recall seed {seed}: trained {config.steps} steps in {training[-1]['train_seconds']:.0f} s, "
-                 f"final loss {curve[-1][1]:.3f} nats (chance {math.log(4):.3f})")
+        model, curve, stages, stopped = train_recall_model(config, key, seed, device, dtype, progress)
+        training.append({"seed": seed, "key": decode(key), "steps": curve[-1][0], "stopped": stopped,
+                         "final_train_loss": curve[-1][1], "loss_curve": curve, "length_schedule": stages,
+                         "train_seconds": time.perf_counter() - start})
+        log.info(f"recall seed {seed}: trained {curve[-1][0]} steps ({stopped}) in "
+                 f"{training[-1]['train_seconds']:.0f} s, final loss {curve[-1][1]:.4f} nats "
+                 f"(chance {math.log(4):.3f})")
         model.eval()
         for li, length in enumerate(config.lengths):
             for direction in config.directions:
@@ -155,9 +168,11 @@ class LengthCurriculum:
 
 
 def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, progress: bool = True):
-    """A fresh GenoSSM trained on recall sequences; returns (model, loss curve, length schedule):
-    the curve is [last step, mean loss in nats] over each tenth of the run, the schedule
-    [first step, longest training length] of each curriculum stage."""
+    """A fresh GenoSSM trained on recall sequences; returns (model, loss curve, length schedule,
+    why training stopped): the curve is [last step, mean loss in nats] over each tenth of the run
+    (and its last steps), the schedule [first step, longest training length] of each curriculum
+    stage; training stops after ``config.steps`` ("steps"), at ``config.stop_loss`` ("converged")
+    or after ``config.max_train_seconds`` ("time limit")."""
     torch.manual_seed(seed)
     model = GenoSSM(GenoSSMConfig(d_model=config.d_model, n_layer=config.n_layer,
                                   context_length=config.train_length)).to(device)
@@ -172,6 +187,7 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
                                   config.curriculum)
     stages = [[0, curriculum.longest]]
     losses, curve, every = [], [], max(1, config.steps // 10)  # losses: one per step, on the device
+    start, stopped = time.perf_counter(), "steps"
     for step in tqdm(range(config.steps), desc=f"recall train seed {seed}", disable=not progress, leave=False):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_TRAIN, step)))
         low, high = math.log(config.min_train_length), math.log(curriculum.longest)
@@ -190,15 +206,23 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
         schedule.step()
         losses.append(loss.detach())  # no host sync per step
         if (step + 1) % config.advance_window == 0:
-            if curriculum.update(torch.stack(losses[-config.advance_window:]).mean().item()):
+            recent = torch.stack(losses[-config.advance_window:]).mean().item()
+            if curriculum.longest >= config.train_length and recent < config.stop_loss:
+                stopped = "converged"
+            elif curriculum.update(recent):
                 stages.append([step + 1, curriculum.longest])
                 log.info(f"recall seed {seed} step {step + 1}: training lengths now up to {curriculum.longest:,}")
-        if (step + 1) % every == 0 or step + 1 == config.steps:
+        elapsed = time.perf_counter() - start
+        if config.max_train_seconds is not None and elapsed > config.max_train_seconds:
+            stopped = "time limit"
+        if (step + 1) % every == 0 or step + 1 == config.steps or stopped != "steps":
             since = curve[-1][0] if curve else 0
             curve.append([step + 1, torch.stack(losses[since:]).mean().item()])
             log.info(f"recall seed {seed} step {step + 1}: loss {curve[-1][1]:.4f} nats "
-                     f"(lengths up to {curriculum.longest:,})")
-    return model, curve, stages
+                     f"(lengths up to {curriculum.longest:,}; {elapsed:.0f} s)")
+        if stopped != "steps":
+            break
+    return model, curve, stages, stopped
 
 
 def masked_log2_probs(model, ids: np.ndarray, starts: np.ndarray, count: int, device, dtype) -> torch.Tensor:

@@ -74,8 +74,9 @@ def write_json(record: dict, output) -> None:
 def recall_table(record: dict) -> str:
     c = record["config"]
     reached = ", ".join(f"{run['length_schedule'][-1][1]:,}" for run in record["training"])
-    lines = [f"Long-range recall: key {c['key_length']} + value {c['value_length']} bases; trained {c['steps']} steps "
-             f"on {c['min_train_length']:,}-{c['train_length']:,} bases (longest reached per seed: {reached}); "
+    steps = ", ".join(f"{run['steps']:,} ({run['stopped']})" for run in record["training"])
+    lines = [f"Long-range recall: key {c['key_length']} + value {c['value_length']} bases; trained {steps} steps "
+             f"per seed on {c['min_train_length']:,}-{c['train_length']:,} bases (longest reached: {reached}); "
              f"{len(c['seeds'])} seed(s) x "
              f"{c['examples']} sequences per row; mean ± sd over seeds",
              f"{'direction':<10}{'length':>11}  {'accuracy':>17}  {'exact match':>17}  "
