@@ -6,6 +6,7 @@ import torch
 from conftest import REPO
 from genossm.model import GenoSSM, GenoSSMConfig
 from genossm.model.conv import anticausal_conv, causal_conv
+from genossm.model.offload import MAX_PENDING
 from genossm.tokenize import COMPLEMENT, N, PAD
 
 TINY = dict(d_model=32, n_layer=2, d_state=8)
@@ -182,7 +183,8 @@ def test_offload_on_cuda_matches_checkpointing_and_keeps_block_inputs_off_the_gp
         torch.testing.assert_close(grads["offload"][name], grad, rtol=rtol, atol=atol,
                                    msg=lambda message, name=name: f"{name}: {message}")
     block_input = ids.numel() * config["d_model"] * 4  # float32 residual stream
-    assert peaks["offload"] <= peaks[True] - (config["n_layer"] - 4) * block_input
+    # at most MAX_PENDING inputs still copying out, and two (in use, being fetched) in backward
+    assert peaks["offload"] <= peaks[True] - (config["n_layer"] - MAX_PENDING - 2) * block_input
 
 
 def test_block_saves_one_copy_of_each_activation_for_backward(monkeypatch):

@@ -5,14 +5,19 @@ float32, 16 GiB at 1M bases for the reference model, more than one block's worki
 block runs without autograd in forward and its input is copied to pinned host memory on a side
 stream while the next block runs; backward walks the blocks in reverse, bringing block i-1's input
 back while block i is recomputed and differentiated. The GPU then holds one block's working set
-and two block inputs whatever n_layer is; the host holds n_layer block inputs.
+and a few block inputs whatever n_layer is; the host holds n_layer block inputs. A forward pass
+waits for the copy of the input saved ``MAX_PENDING`` blocks earlier before going on, so copies
+that fall behind the compute cannot pile device memory up.
 Off CUDA the inputs stay where they are (same recompute schedule, nothing to copy).
 Blocks must be deterministic functions of their input (no dropout): the recompute does not
 replay RNG state.
 """
 
+from collections import deque
+
 import torch
 
+MAX_PENDING = 2  # device block inputs whose copy to the host may still be running
 _copy_streams: dict[torch.device, torch.cuda.Stream] = {}
 
 
@@ -31,6 +36,9 @@ class HostCheckpoints:
         self.stream = _copy_stream(device) if device.type == "cuda" else None
         self.saved = {}    # index -> pinned host copy (off CUDA: the input itself)
         self.fetched = {}  # index -> (device tensor, event marking the end of its copy)
+        # (device tensor, event marking the end of its copy to the host): a tensor is held here,
+        # not handed to the allocator with record_stream, so that it is freed at a known point
+        self.pending = deque()
 
     def save(self, index: int, tensor: torch.Tensor):
         if self.stream is None:
@@ -40,8 +48,16 @@ class HostCheckpoints:
         self.stream.wait_stream(torch.cuda.current_stream(self.device))  # tensor is written
         with torch.cuda.stream(self.stream):
             host.copy_(tensor, non_blocking=True)
-        tensor.record_stream(self.stream)  # its memory is not reused before the copy is done
+            self.pending.append((tensor, self.stream.record_event()))
         self.saved[index] = host
+        self._release(MAX_PENDING)
+
+    def _release(self, keep: int):
+        """Drop the device tensors of all but the last ``keep`` pending copies, each once its copy
+        is done (the host waits for it)."""
+        while len(self.pending) > keep:
+            _, copied = self.pending.popleft()
+            copied.synchronize()
 
     def _fetch(self, index: int):
         host = self.saved.pop(index)
@@ -55,6 +71,7 @@ class HostCheckpoints:
         """Block ``index``'s input on the device; starts bringing back block ``index - 1``'s."""
         if self.stream is None:
             return self.saved.pop(index)
+        self._release(0)
         if index not in self.fetched:
             self._fetch(index)
         tensor, copied = self.fetched.pop(index)
