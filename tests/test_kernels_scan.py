@@ -122,6 +122,45 @@ def test_other_super_block_size_matches_reference(device, monkeypatch):
         assert rel(g, g_ref) < 4 * TOL[torch.float32], name
 
 
+@pytest.mark.parametrize("chunk", [2 * CHUNK, 3 * CHUNK // 2])
+def test_long_inputs_take_the_larger_backward_super_block(device, monkeypatch, chunk):
+    """Past TUNING.long_from positions the backward walks super-blocks of long_groups groups where
+    the chunk holds whole ones (chunk 64: 2 of 32 positions), else the usual ones (chunk 48)."""
+    monkeypatch.setattr(op.TUNING, "long_from", 100)
+    launched = []
+    real_states = op.K._chunk_states
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, SB, FOR_BACKWARD, **kw):
+                if FOR_BACKWARD:
+                    launched.append(SB)
+                return real_states[grid](*args, SB=SB, FOR_BACKWARD=FOR_BACKWARD, **kw)
+            return launch
+
+    monkeypatch.setattr(op.K, "_chunk_states", Spy())
+    x = make_inputs(1, 3 * CHUNK + 17, 12, 4, torch.float32, device, seed=29)
+    leaves = {k: x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C", "D")}
+    kw = dict(z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)
+    y = selective_scan_triton(*leaves.values(), chunk_size=chunk, **kw)
+    y_ref = selective_scan_naive(*[t.double() for t in leaves.values()], **kw)
+    assert rel(y, y_ref) < TOL[torch.float32]
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(4)).to(device)
+    grads = torch.autograd.grad((y * gy).sum(), list(leaves.values()))
+    grads_ref = torch.autograd.grad((y_ref * gy.double()).sum(), list(leaves.values()))
+    for name, g, g_ref in zip(leaves, grads, grads_ref):
+        assert rel(g, g_ref) < 4 * TOL[torch.float32], name
+    long_sb = 2 * op.TUNING.long_groups
+    assert launched == [long_sb if chunk % long_sb == 0 else 2 * op.TUNING.groups]
+
+
+def test_default_chunk_of_long_inputs_holds_whole_long_super_blocks():
+    long_unit = 2 * op.TUNING.long_groups
+    for batch, length in ((1, op.TUNING.long_from), (2, 3_000_017), (1, 4_194_304)):
+        assert op.default_chunk_size(batch, length, 512, 32) % long_unit == 0
+    assert op.default_chunk_size(1, 4096, 512, 32) % op.superblock() == 0
+
+
 def test_chunk_size_must_cover_whole_super_blocks(device):
     x = make_inputs(1, 48, 8, 4, torch.float32, device, seed=4)
     bad = op.superblock() + op.superblock() // 2
@@ -168,7 +207,10 @@ def test_backward_is_deterministic(device):
         assert torch.equal(a, b)
 
 
-def test_bidirectional_matches_two_reference_scans(device):
+@pytest.mark.parametrize("projected", [False, True])
+def test_bidirectional_matches_two_reference_scans(device, projected):
+    """Both directions summed and gated, and with ``out_weight`` projected (whose backward
+    recomputes the gated output)."""
     g = torch.Generator().manual_seed(11)
     batch, length, dim, nstate = 2, CHUNK + 13, 10, 4
 
@@ -182,20 +224,27 @@ def test_bidirectional_matches_two_reference_scans(device):
 
     leaves = [t.to(device).requires_grad_(True)
               for t in direction() + direction() + [torch.randn(batch, length, dim, generator=g)]]
-    out = bidirectional_selective_scan(*leaves, delta_softplus=True, chunk_size=CHUNK,
-                                       impl="triton")
+    weight = {}
+    if projected:
+        leaves.append(torch.randn(6, dim, generator=g).to(device).requires_grad_(True))
+        weight = {"out_weight": leaves[-1]}
+    scan_leaves = leaves[:15]
+    out = bidirectional_selective_scan(*scan_leaves, delta_softplus=True, chunk_size=CHUNK,
+                                       impl="triton", **weight)
     d = [t.double() for t in leaves]
     y_f = selective_scan_naive(*d[:5], D=d[5], delta_bias=d[6], delta_softplus=True)
     y_r = selective_scan_naive(*d[7:12], D=d[12], delta_bias=d[13], delta_softplus=True,
                                reverse=True)
     ref = (y_f + y_r) * F.silu(d[14])
-    assert rel(out, ref) < 2e-5
+    if projected:
+        ref = ref @ d[15].t()
+    assert out.shape == ref.shape and rel(out, ref) < 2e-5
     go = torch.randn(out.shape, generator=g).to(device)
     grads = torch.autograd.grad((out * go).sum(), leaves)
-    grads_ref = torch.autograd.grad((ref * go.double()).sum(), leaves)
+    grads_ref = torch.autograd.grad((ref * go.double()).sum(), d)
     for i, (a, b) in enumerate(zip(grads, grads_ref)):
         assert rel(a, b) < 1e-4, (i, rel(a, b))
-    torch_path = bidirectional_selective_scan(*leaves, delta_softplus=True, impl="torch")
+    torch_path = bidirectional_selective_scan(*scan_leaves, delta_softplus=True, impl="torch", **weight)
     assert rel(torch_path, ref) < 2e-5
 
 
@@ -240,15 +289,17 @@ def test_opcheck_bidirectional_fake_kernels(device):
 
     x, r = (make_inputs(1, 2 * CHUNK, 8, 4, torch.float32, device, seed=s) for s in (22, 23))
     per_dir = lambda d: [d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], d["delta_bias"]]
-    tensors = per_dir(x) + per_dir(r) + [x["z"]]
-    torch.library.opcheck(bi._bidir_fwd, (*[t.clone().requires_grad_(True) for t in tensors],
-                                          True, CHUNK),
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
-    _, ypre, h_in_f, dtsum_f, h_in_r, dtsum_r = bi._bidir_fwd(*tensors, True, CHUNK)
-    dout = torch.randn(x["u"].shape, generator=torch.Generator().manual_seed(0)).to(device)
-    torch.library.opcheck(bi._bidir_bwd, (dout, *tensors, ypre, h_in_f, dtsum_f, h_in_r, dtsum_r,
-                                          True, CHUNK),
-                          test_utils=("test_schema", "test_faketensor"))
+    weight = torch.randn(5, 8, generator=torch.Generator().manual_seed(1)).to(device)
+    for out_weight in (None, weight):
+        tensors = per_dir(x) + per_dir(r) + [x["z"], out_weight]
+        leaves = [t if t is None else t.clone().requires_grad_(True) for t in tensors]
+        torch.library.opcheck(bi._bidir_fwd, (*leaves, True, CHUNK),
+                              test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+        out, ypre, h_in_f, dtsum_f, h_in_r, dtsum_r = bi._bidir_fwd(*tensors, True, CHUNK)
+        dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(device)
+        torch.library.opcheck(bi._bidir_bwd, (dout, *tensors, ypre, h_in_f, dtsum_f, h_in_r, dtsum_r,
+                                              True, CHUNK),
+                              test_utils=("test_schema", "test_faketensor"))
 
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -334,9 +385,19 @@ def test_scan_ops_report_flops():
         ops.selective_scan_bwd(u, None, u, delta, A, B, C, Dskip, z, bias, ypre, h_in, dtsum, True, False, 32)
     assert counter.get_total_flops() == BWD_FLOPS * elements
     with FlopCounterMode(display=False) as counter:
-        out = ops.bidirectional_scan_fwd(u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, True, 32)
+        out = ops.bidirectional_scan_fwd(u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, None,
+                                         True, 32)
     assert counter.get_total_flops() == 2 * FWD_FLOPS * elements
     with FlopCounterMode(display=False) as counter:
-        ops.bidirectional_scan_bwd(u, u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, *out[1:],
-                                   True, 32)
+        ops.bidirectional_scan_bwd(u, u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, None,
+                                   *out[1:], True, 32)
     assert counter.get_total_flops() == 2 * BWD_FLOPS * elements
+    weight = torch.empty(5, dim, **meta)  # the fused output projection: one matmul, two in backward
+    with FlopCounterMode(display=False) as counter:
+        out = ops.bidirectional_scan_fwd(u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, weight,
+                                         True, 32)
+    assert counter.get_total_flops() == 2 * FWD_FLOPS * elements + 2 * batch * length * dim * 5
+    with FlopCounterMode(display=False) as counter:
+        ops.bidirectional_scan_bwd(out[0], u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, weight,
+                                   *out[1:], True, 32)
+    assert counter.get_total_flops() == 2 * BWD_FLOPS * elements + 4 * batch * length * dim * 5

@@ -3,7 +3,7 @@
 One input projection gives x and the gate z; each direction has its own short conv (causal for
 the forward scan, anti-causal for the reverse one), x -> (dt, B, C) projection, dt projection,
 A (S4D-real init) and D; both directions' outputs are summed, gated by silu(z) and projected out
-once (``genossm.kernels.bidirectional_selective_scan``). Layout (batch, L, channels) throughout.
+once (``genossm.kernels.bidirectional_selective_scan``, which applies out_proj's weight itself). Layout (batch, L, channels) throughout.
 """
 
 import math
@@ -100,10 +100,11 @@ class BiMambaMixer(nn.Module):
         delta_r, B_r, C_r = self.rev.scan_inputs(u_r)
         A_f, D_f, bias_f = self.fwd.scan_params()
         A_r, D_r, bias_r = self.rev.scan_params()
-        y = bidirectional_selective_scan(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f,
-                                         u_r, delta_r, A_r, B_r, C_r, D_r, bias_r, z,
-                                         delta_softplus=True)
-        return self.out_proj(y)
+        # out_proj inside the op: backward then keeps neither the gated output nor its gradient
+        # through the scans' backward
+        return bidirectional_selective_scan(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f,
+                                            u_r, delta_r, A_r, B_r, C_r, D_r, bias_r, z,
+                                            delta_softplus=True, out_weight=self.out_proj.weight)
 
 
 class Block(nn.Module):

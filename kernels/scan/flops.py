@@ -31,11 +31,22 @@ def _scan_bwd_flops(dout, dfinal, u, delta, A, *args, out_shape=None, **kwargs) 
     return BWD_FLOPS * _elements(u, A)
 
 
+def _projection_flops(u_shape, out_weight_shape) -> int:
+    """The fused output projection's matmul, (batch * L, D) @ (D, width); 0 without one."""
+    if out_weight_shape is None:
+        return 0
+    batch, length, dim = u_shape
+    return 2 * batch * length * dim * out_weight_shape[0]
+
+
 @register_flop_formula(torch.ops.genossm.bidirectional_scan_fwd)
-def _bidir_fwd_flops(u_f, delta_f, A_f, *args, out_shape=None, **kwargs) -> int:
-    return 2 * FWD_FLOPS * _elements(u_f, A_f)
+def _bidir_fwd_flops(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, u_r, delta_r, A_r, B_r, C_r, D_r,
+                     bias_r, z, out_weight, *args, out_shape=None, **kwargs) -> int:
+    return 2 * FWD_FLOPS * _elements(u_f, A_f) + _projection_flops(u_f, out_weight)
 
 
 @register_flop_formula(torch.ops.genossm.bidirectional_scan_bwd)
-def _bidir_bwd_flops(dout, u_f, delta_f, A_f, *args, out_shape=None, **kwargs) -> int:
-    return 2 * BWD_FLOPS * _elements(u_f, A_f)
+def _bidir_bwd_flops(dout, u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, u_r, delta_r, A_r, B_r, C_r,
+                     D_r, bias_r, z, out_weight, *args, out_shape=None, **kwargs) -> int:
+    # the projection's two backward matmuls (weight and input gradients)
+    return 2 * BWD_FLOPS * _elements(u_f, A_f) + 2 * _projection_flops(u_f, out_weight)

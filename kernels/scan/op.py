@@ -29,6 +29,12 @@ class ScanTuning:
     bwd_block_d: int = 32
     bwd_num_warps: int = 1
     lane_sums: bool = True  # backward dB, dC sums over channels by warp shuffles (GPU, 32 lanes)
+    # From long_from positions (batch x L) on, the backward takes long_groups groups per
+    # super-block: it saves one float32 (N, D) state per super-block, 2 GiB per direction at 1M
+    # positions with 8 groups, and a 4M window on an 80 GB GPU needs the 4 GiB that 16 groups give
+    # back (16 groups: 5% slower scan backward at 1M on the H200, 2026-12-01)
+    long_groups: int = 16
+    long_from: int = 1 << 21
 
 
 TUNING = ScanTuning()
@@ -58,13 +64,23 @@ def default_chunk_size(batch: int, length: int, dim: int, block_d: int, device=N
     sms = _multiprocessors(device)
     programs_without_chunks = batch * triton.cdiv(dim, block_d)
     chunks_wanted = max(1, sms * TUNING.programs_per_sm // programs_without_chunks)
-    chunk = triton.cdiv(triton.cdiv(length, chunks_wanted), superblock()) * superblock()
-    return max(chunk, 2 * superblock())
+    unit = 2 * max(TUNING.groups, TUNING.long_groups) if batch * length >= TUNING.long_from else superblock()
+    chunk = triton.cdiv(triton.cdiv(length, chunks_wanted), unit) * unit
+    return max(chunk, 2 * unit)
 
 
 def superblock() -> int:
-    """Positions per backward super-block; chunk sizes are multiples of it."""
+    """Positions per super-block of the forward-side loops; chunk sizes are multiples of it."""
     return 2 * TUNING.groups
+
+
+def backward_groups(positions: int, chunk: int) -> int:
+    """Two-position groups per backward super-block: ``TUNING.long_groups`` from
+    ``TUNING.long_from`` positions on where the chunk holds whole super-blocks of that size,
+    else ``TUNING.groups``."""
+    if positions >= TUNING.long_from and chunk % (2 * TUNING.long_groups) == 0:
+        return TUNING.long_groups
+    return TUNING.groups
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,10 +177,11 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     B, C = B.float().contiguous(), C.float().contiguous()  # as in the forward
     strides = (u.stride(0), u.stride(1), B.stride(0), B.stride(1))
     A_t = A.t().contiguous()
-    tile_h = _output((batch, n_chunks, chunk // superblock(), nstate, dim), dev, torch.float32)
+    groups = backward_groups(batch * length, chunk)
+    tile_h = _output((batch, n_chunks, chunk // (2 * groups), nstate, dim), dev, torch.float32)
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, h_in, None, None, tile_h,
                           length, dim, nstate, n_chunks, chunk, *strides,
-                          SB=superblock(), FOR_BACKWARD=True, **seq)
+                          SB=2 * groups, FOR_BACKWARD=True, **seq)
     g_local = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     K._chunk_adjoints[grid](delta, delta_bias, A_t, C, dy, g_local, length, dim, nstate, n_chunks,
                             chunk, *strides, SB=superblock(), **seq)
@@ -178,11 +195,11 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     dA_part = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     dD_part = _output((batch, n_chunks, dim), dev, torch.float32)
     dbias_part = _output((batch, n_chunks, dim), dev, torch.float32)
-    slots = torch.empty(batch, n_chunks, TUNING.groups, nstate, dim, **f32)
+    slots = torch.empty(batch, n_chunks, groups, nstate, dim, **f32)
     K._chunk_scan_bwd[grid](u, delta, delta_bias, A_t, B, C, D, dy, tile_h, slots, g_in, du,
                             ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part,
                             length, dim, nstate, n_chunks, chunk, n_dblocks, *strides,
-                            GROUPS=TUNING.groups, HAS_D=D is not None,
+                            GROUPS=groups, HAS_D=D is not None,
                             LANE_SUMS=_lane_sums(block_d, block_n, nstate), **seq)
     dD = dD_part.sum((0, 1)) if D is not None else None
     dbias = dbias_part.sum((0, 1)) if delta_bias is not None else None
@@ -213,6 +230,15 @@ def gate_backward(dout, z, ypre):
     K._gate_bwd[(triton.cdiv(dout.numel(), block),)](dout, z, ypre, dy, dz, dout.numel(),
                                                      BLOCK=block)
     return dy, dz
+
+
+def gate_forward(ypre, z):
+    """ypre * silu(z) in ypre's dtype, computed in float32 without float32 temporaries."""
+    ypre, z = ypre.contiguous(), z.contiguous()
+    out = _output(ypre.shape, ypre.device, ypre.dtype)
+    block = 1024
+    K._gate_fwd[(triton.cdiv(ypre.numel(), block),)](ypre, z, out, ypre.numel(), BLOCK=block)
+    return out
 
 
 def _contig(t):

@@ -501,6 +501,16 @@ def _chunk_scan_bwd(u_ptr, dt_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, dy_
 
 
 @triton.jit
+def _gate_fwd(ypre_ptr, z_ptr, out_ptr, numel, BLOCK: tl.constexpr):
+    """out = ypre * silu(z), elementwise over the flat tensors, in out's dtype."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    ypre = tl.load(ypre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, (ypre * z * tl.sigmoid(z)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _gate_bwd(dout_ptr, z_ptr, ypre_ptr, dy_ptr, dz_ptr, numel, BLOCK: tl.constexpr):
     """Backward of out = ypre * silu(z), elementwise over the flat tensors: dy = dout silu(z)
     (in dy's dtype: see op.gate_backward) and dz in z's dtype."""
