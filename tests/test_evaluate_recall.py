@@ -69,6 +69,27 @@ def test_chance_repeats_of_the_key_are_rejected():
         assert len(kmer_positions(seq, key[::-1])) == 0
 
 
+def test_distractors_are_near_misses_that_leave_pair_and_query_intact():
+    rng = np.random.default_rng(8)
+    key = make_key(rng, 16)
+    plain = make_batch(np.random.default_rng(9), key, 8, 2000, 20, mirror=False, placement="anywhere")
+    batch = make_batch(np.random.default_rng(9), key, 8, 2000, 20, mirror=False, placement="anywhere",
+                       distractors=6)
+    assert not np.array_equal(plain.ids, batch.ids)
+    near = 0
+    for b, seq in enumerate(unmasked(batch)):
+        p, q = batch.pair[b], batch.query[b]
+        assert np.array_equal(kmer_positions(seq, key), [p, q - 16])  # still exactly two keys
+        assert np.array_equal(seq[p + 16 : p + 24], batch.targets[b])
+        windows = np.lib.stride_tricks.sliding_window_view(seq, 16)
+        mismatches = (windows != key).sum(1)
+        near += np.count_nonzero((mismatches >= 1) & (mismatches <= 2))
+    # ~6 per sequence minus those dropped on the pair or query; chance near-misses: ~1e-5 per position
+    assert 20 * 4 <= near <= 20 * 6
+    again = make_batch(np.random.default_rng(9), key, 8, 2000, 20, mirror=False, placement="anywhere")
+    assert np.array_equal(plain.ids, again.ids)  # no distractors: the draws of before
+
+
 def test_anywhere_placement_covers_short_and_long_distances():
     rng = np.random.default_rng(6)
     key = make_key(rng, 16)
@@ -103,6 +124,7 @@ def test_truncated_context_keeps_the_query_and_drops_the_pair():
     ({"advance_loss": 0.0}, "advance_loss"),
     ({"advance_window": 0}, "advance_window"),
     ({"stop_loss": -1.0}, "stop_loss"),
+    ({"distractors": -1}, "distractors"),
     ({"max_train_seconds": 0.0}, "max_train_seconds"),
 ])
 def test_bad_settings_are_refused(change, match):
@@ -125,12 +147,13 @@ def test_length_curriculum_doubles_on_low_loss_up_to_the_end():
 def test_training_follows_the_curriculum(one_thread):
     """A threshold above any loss advances after every window; the lengths drawn stay within the
     stage's longest."""
-    config = replace(RecallConfig.smoke(), steps=6, advance_loss=100.0, advance_window=2, seeds=(0,))
+    config = replace(RecallConfig.smoke(), steps=6, advance_loss=100.0, advance_window=2, seeds=(0,), distractors=3)
     key = make_key(np.random.default_rng(0), config.key_length)
     drawn = []
     real_make_batch = recall.make_batch
     def spy(rng, key, value_length, length, *args):
         drawn.append(length)
+        assert args[-1] == 3  # the distractors setting reaches the training batches
         return real_make_batch(rng, key, value_length, length, *args)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(recall, "make_batch", spy)

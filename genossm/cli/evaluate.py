@@ -72,6 +72,8 @@ def evaluate():
 @click.option("--advance-window", type=click.IntRange(min=1), help="Curriculum window, steps [100].")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps per seed, the length of the lr schedule "
                                                            "[15000].")
+@click.option("--distractors", type=click.IntRange(min=0),
+              help="Near-misses of the key (1-2 bases changed) planted per training sequence [0].")
 @click.option("--stop-loss", type=click.FloatRange(min=0),
               help="Stop a seed's training early once the curriculum is done and the last --advance-window "
                    "steps average below this many nats; 0: never [0.005].")

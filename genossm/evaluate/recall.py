@@ -60,6 +60,9 @@ class RecallConfig:
     # advance_window steps average below stop_loss nats (0: never), or after max_train_seconds
     # (None: no limit; the record then says at which step it stopped)
     stop_loss: float = 0.005
+    # near-misses of the key planted per training sequence (recall_task: a partial key detector is
+    # enough within 8 kb, not over 1M); evaluation sequences never have them
+    distractors: int = 0
     max_train_seconds: float | None = None
     batch_size: int = 32
     # 2 layers at 3e-3 left the plateau on 64-base sequences after ~1,000 steps (CPU pilot); 4
@@ -107,6 +110,8 @@ class RecallConfig:
                 _bad("lengths", f"{length} is shorter than {shortest}, the least that holds a far pair and query")
         if self.advance_loss <= 0:
             _bad("advance_loss", f"must be > 0, got {self.advance_loss}")
+        if self.distractors < 0:
+            _bad("distractors", f"must be >= 0, got {self.distractors}")
         if self.stop_loss < 0:
             _bad("stop_loss", f"must be >= 0, got {self.stop_loss}")
         if self.max_train_seconds is not None and self.max_train_seconds <= 0:
@@ -192,7 +197,7 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_TRAIN, step)))
         low, high = math.log(config.min_train_length), math.log(curriculum.longest)
         length = int(round(math.exp(rng.uniform(low, high))))
-        parts = [make_batch(rng, key, config.value_length, length, n, mirror, "anywhere")
+        parts = [make_batch(rng, key, config.value_length, length, n, mirror, "anywhere", config.distractors)
                  for n, mirror in ((config.batch_size - mirrored, False), (mirrored, True)) if n]
         ids = np.concatenate([p.ids for p in parts])
         targets = torch.from_numpy(np.concatenate([p.targets for p in parts])).to(device).long()  # (B, v)

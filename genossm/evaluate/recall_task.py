@@ -12,6 +12,12 @@ two planted ones, in the background or across a junction with the planted pieces
 model at the wrong value; such examples are redrawn. A 16-mer occurs by chance about once in 4^16 /
 2 ~ 2e9 positions per pattern, so redraws are rare even at 4M bases; shorter keys cap accuracy.
 
+Distractors (training only): near-misses of the key (one or two bases changed) planted in the
+background. Within a few thousand random bases a detector that checks only part of the key
+(say its last 10 bases) is as good as an exact one; over 4M bases that part recurs by chance
+several times, and each recurrence overwrites the remembered value. Near-misses make the
+difference show up at training lengths.
+
 Coordinates are 0-based; ``query`` is the first masked position, ``pair`` the first position of
 the planted key + value (forward) or value + reversed key (mirror).
 """
@@ -64,12 +70,14 @@ def kmer_positions(ids: np.ndarray, kmer: np.ndarray) -> np.ndarray:
 
 
 def make_batch(rng: np.random.Generator, key: np.ndarray, value_length: int, length: int, batch: int,
-               mirror: bool, placement: str) -> RecallBatch:
+               mirror: bool, placement: str, distractors: int = 0) -> RecallBatch:
     """``batch`` examples of ``length`` bases.
 
     ``placement`` "far": the pair starts and the query ends within ``16 + length // 32`` bases of
     the two sequence ends (the recall distance is nearly the whole length); "anywhere": pair and
     query uniformly over all non-overlapping placements (training: every distance up to the length).
+    ``distractors``: near-misses of the key drawn per example, each at a uniform position and
+    dropped where it would cover the pair or the query.
     """
     span = len(key) + value_length
     if placement not in ("far", "anywhere"):
@@ -82,7 +90,7 @@ def make_batch(rng: np.random.Generator, key: np.ndarray, value_length: int, len
     query = np.empty(batch, dtype=np.int64)
     pair = np.empty(batch, dtype=np.int64)
     for b in range(batch):
-        seq, value, p, q = _forward_example(rng, key, value_length, length, placement)
+        seq, value, p, q = _forward_example(rng, key, value_length, length, placement, distractors)
         if mirror:  # positions reversed: the masked value now precedes the (reversed) key
             seq, value = seq[::-1], value[::-1]
             p, q = length - (p + span), length - (q + span)
@@ -106,7 +114,15 @@ def _far_edge(length: int) -> int:
     return _FAR_EDGE + length // 32
 
 
-def _forward_example(rng, key, value_length, length, placement):
+def near_miss(rng: np.random.Generator, key: np.ndarray) -> np.ndarray:
+    """The key with one or two of its bases (distinct positions) changed to another base."""
+    out = key.copy()
+    where = rng.choice(len(key), size=int(rng.integers(1, 3)), replace=False)
+    out[where] = (out[where] + rng.integers(1, 4, size=len(where))) % 4
+    return out
+
+
+def _forward_example(rng, key, value_length, length, placement, distractors=0):
     """(ids with the query masked, value, pair start, query key start) of a forward-case example."""
     k, span = len(key), len(key) + value_length
     reversed_key = key[::-1]
@@ -124,6 +140,10 @@ def _forward_example(rng, key, value_length, length, placement):
         seq[p + k : p + span] = value
         seq[q : q + k] = key
         seq[q + k : q + span] = value  # the real bases, so the check sees the sequence as it truly is
+        for _ in range(distractors):
+            d = int(rng.integers(0, length - k + 1))
+            if not (p - k < d < p + span or q - k < d < q + span):
+                seq[d : d + k] = near_miss(rng, key)
         if (np.array_equal(kmer_positions(seq, key), [p, q])
                 and len(kmer_positions(seq, reversed_key)) == 0):
             seq[q + k : q + span] = MASK
