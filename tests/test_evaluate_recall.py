@@ -16,7 +16,14 @@ from genossm.cli import main
 from genossm.errors import GenossmError
 from genossm.evaluate import recall
 from genossm.evaluate.recall import LengthCurriculum, RecallConfig, summarize
-from genossm.evaluate.recall_task import kmer_positions, make_batch, make_key, neighbourhood_crop
+from genossm.evaluate.recall_task import (
+    RecallBatch,
+    kmer_positions,
+    make_batch,
+    make_key,
+    neighbourhood_crop,
+    neighbourhood_fits,
+)
 from genossm.tokenize import MASK
 
 CLI = [sys.executable, "-c", "from genossm.cli import main; main()", "evaluate", "recall", "--threads", "1",
@@ -99,6 +106,24 @@ def test_anywhere_placement_covers_short_and_long_distances():
     assert distance.min() < 200 and distance.max() > 700
 
 
+@pytest.mark.parametrize("length", [300, 1024, 5000])
+def test_neighbourhood_check_agrees_with_the_crop(length):
+    """neighbourhood_fits (checked before training) is true exactly where the crop leaves the pair
+    out in the worst far placement: pair and query at their inmost positions, either direction."""
+    v, span, edge = 8, 24, 16 + length // 32
+    ids = np.zeros((2, length), dtype=np.uint8)
+    worst = RecallBatch(ids, np.zeros((2, v), dtype=np.uint8),
+                        query=np.array([length - v - edge, edge]),  # forward; mirror
+                        pair=np.array([edge, length - edge - span]))
+    for neighbourhood in range(16, length, 7):
+        try:
+            neighbourhood_crop(worst, neighbourhood, 16)
+            crops_ok = True
+        except GenossmError:
+            crops_ok = False
+        assert neighbourhood_fits(length, neighbourhood, 16, v) == crops_ok, neighbourhood
+
+
 def test_truncated_context_keeps_the_query_and_drops_the_pair():
     rng = np.random.default_rng(7)
     key = make_key(rng, 16)
@@ -125,6 +150,7 @@ def test_truncated_context_keeps_the_query_and_drops_the_pair():
     ({"advance_window": 0}, "advance_window"),
     ({"stop_loss": -1.0}, "stop_loss"),
     ({"distractors": -1}, "distractors"),
+    ({"lengths": (512, 2048), "neighbourhood": 240}, "neighbourhood"),  # 512: the crop reaches the pair
     ({"max_train_seconds": 0.0}, "max_train_seconds"),
 ])
 def test_bad_settings_are_refused(change, match):

@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from genossm.errors import GenossmError
-from genossm.evaluate.recall_task import MAX_KEY_LENGTH, make_batch, make_key, min_length, neighbourhood_crop
+from genossm.evaluate.recall_task import (
+    MAX_KEY_LENGTH,
+    make_batch,
+    make_key,
+    min_length,
+    neighbourhood_crop,
+    neighbourhood_fits,
+)
 from genossm.model import GenoSSM, GenoSSMConfig
 from genossm.score.passes import autocast_dtype, resolve_device
 from genossm.tokenize import decode
@@ -108,6 +115,10 @@ class RecallConfig:
         for length in self.lengths:
             if length < shortest:
                 _bad("lengths", f"{length} is shorter than {shortest}, the least that holds a far pair and query")
+            # checked here, not after training: the baseline's crop must leave out the pair
+            if not neighbourhood_fits(length, self.neighbourhood, self.key_length, self.value_length):
+                _bad("neighbourhood", f"{self.neighbourhood} bases each side of the query reach the planted pair "
+                                      f"in sequences of {length} bases: use a smaller neighbourhood")
         if self.advance_loss <= 0:
             _bad("advance_loss", f"must be > 0, got {self.advance_loss}")
         if self.distractors < 0:

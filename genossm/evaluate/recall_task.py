@@ -152,6 +152,16 @@ def _forward_example(rng, key, value_length, length, placement, distractors=0):
                        "draws: use a longer key")
 
 
+def neighbourhood_fits(length: int, neighbourhood: int, key_length: int, value_length: int) -> bool:
+    """Whether the truncated baseline's crop (``neighbourhood_crop``) of every "far" example of
+    ``length`` bases leaves the planted pair out: the pair ends at most ``edge + span`` bases from
+    one end, the crop reaches ``neighbourhood`` bases past the masked value (or the whole width
+    from the other end)."""
+    span, edge = key_length + value_length, _far_edge(length)
+    return (length - value_length - edge - neighbourhood >= edge + span
+            and length - 2 * neighbourhood - value_length >= edge + span)
+
+
 def neighbourhood_crop(batch: RecallBatch, neighbourhood: int, key_length: int):
     """The truncated-context baseline's inputs: for each example the ``2 * neighbourhood + v`` bases
     around its masked value (shifted inward at a sequence end), with the planted pair outside.
