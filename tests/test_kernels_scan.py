@@ -109,13 +109,19 @@ def test_triton_scan_matches_reference(case, device):
 def test_other_super_block_size_matches_reference(device, monkeypatch):
     # 4 two-position groups per super-block instead of 8: other walk and look-ahead boundaries
     monkeypatch.setattr(op.TUNING, "groups", 4)
-    x = make_inputs(1, 2 * CHUNK + 5, 12, 4, torch.float32, device, seed=19)
+    assert_float32_scan_matches_naive(2 * CHUNK + 5, CHUNK, device, seed=19)
+
+
+def assert_float32_scan_matches_naive(length, chunk, device, seed):
+    """Output and gradients (u, delta, A, B, C, D) of a gated float32 scan with delta_bias and
+    softplus against the float64 naive scan."""
+    x = make_inputs(1, length, 12, 4, torch.float32, device, seed=seed)
     leaves = {k: x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C", "D")}
     kw = dict(z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)
-    y = selective_scan_triton(*leaves.values(), chunk_size=CHUNK, **kw)
+    y = selective_scan_triton(*leaves.values(), chunk_size=chunk, **kw)
     y_ref = selective_scan_naive(*[t.double() for t in leaves.values()], **kw)
     assert rel(y, y_ref) < TOL[torch.float32]
-    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3)).to(device)
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)).to(device)
     grads = torch.autograd.grad((y * gy).sum(), list(leaves.values()))
     grads_ref = torch.autograd.grad((y_ref * gy.double()).sum(), list(leaves.values()))
     for name, g, g_ref in zip(leaves, grads, grads_ref):
@@ -139,17 +145,7 @@ def test_long_inputs_take_the_larger_backward_super_block(device, monkeypatch, c
             return launch
 
     monkeypatch.setattr(op.K, "_chunk_states", Spy())
-    x = make_inputs(1, 3 * CHUNK + 17, 12, 4, torch.float32, device, seed=29)
-    leaves = {k: x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C", "D")}
-    kw = dict(z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)
-    y = selective_scan_triton(*leaves.values(), chunk_size=chunk, **kw)
-    y_ref = selective_scan_naive(*[t.double() for t in leaves.values()], **kw)
-    assert rel(y, y_ref) < TOL[torch.float32]
-    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(4)).to(device)
-    grads = torch.autograd.grad((y * gy).sum(), list(leaves.values()))
-    grads_ref = torch.autograd.grad((y_ref * gy.double()).sum(), list(leaves.values()))
-    for name, g, g_ref in zip(leaves, grads, grads_ref):
-        assert rel(g, g_ref) < 4 * TOL[torch.float32], name
+    assert_float32_scan_matches_naive(3 * CHUNK + 17, chunk, device, seed=29)
     long_sb = 2 * op.TUNING.long_groups
     assert launched == [long_sb if chunk % long_sb == 0 else 2 * op.TUNING.groups]
 
