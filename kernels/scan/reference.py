@@ -75,14 +75,21 @@ def _scan_pairs(a, b):
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       initial_state=None, return_final_state=False, reverse=False, chunk_size=32):
+                       initial_state=None, return_final_state=False, reverse=False, chunk_size=None):
     """Chunked, vectorized reference with the same semantics as :func:`selective_scan_naive`.
 
     The sequence is cut into L / T chunks of T = ``chunk_size`` positions that are all processed
     at once: (1) T vectorized steps give every chunk's end state from zero; (2) a log-depth scan
     over chunks gives each chunk's true start state; (3) T more steps from those states give y.
     Python iterations: 2T + log2(L / T), whatever L; the largest tensor is (b, L / T, d, n).
+    Default T: 32 when autograd records (the fastest fwd+bwd), 128 when it does not (fewer,
+    larger chunk-state tensors: the forward alone 15-35% faster than at 32 on two CPU threads,
+    for 2 x 8,192 and 32 x 1,024 positions at d 128, n 16; 2026-12-02).
     """
+    if chunk_size is None:
+        recording = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
+        chunk_size = 32 if recording else 128
     dt, uu, AA, BB, CC, h0 = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, initial_state)
     if reverse:  # the reference may flip; the Triton kernels index backwards instead
         dt, uu, BB, CC = dt.flip(1), uu.flip(1), BB.flip(1), CC.flip(1)
