@@ -3,7 +3,8 @@
 One input projection gives x and the gate z; each direction has its own short conv (causal for
 the forward scan, anti-causal for the reverse one), x -> (dt, B, C) projection, dt projection,
 A (S4D-real init) and D; both directions' outputs are summed, gated by silu(z) and projected out
-once (``genossm.kernels.bidirectional_selective_scan``, which applies out_proj's weight itself). Layout (batch, L, channels) throughout.
+once (``genossm.kernels.bidirectional_selective_scan``, which applies out_proj's weight itself).
+Layout (batch, L, channels) throughout.
 """
 
 import math
