@@ -7,6 +7,7 @@ float32; initial_state (batch, D, N) float32.
 """
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -64,7 +65,8 @@ def default_chunk_size(batch: int, length: int, dim: int, block_d: int, device=N
     sms = _multiprocessors(device)
     programs_without_chunks = batch * triton.cdiv(dim, block_d)
     chunks_wanted = max(1, sms * TUNING.programs_per_sm // programs_without_chunks)
-    unit = 2 * max(TUNING.groups, TUNING.long_groups) if batch * length >= TUNING.long_from else superblock()
+    # long inputs: whole super-blocks of both sizes, so that the backward can take the long ones
+    unit = 2 * math.lcm(TUNING.groups, TUNING.long_groups) if _long_input(batch * length) else superblock()
     chunk = triton.cdiv(triton.cdiv(length, chunks_wanted), unit) * unit
     return max(chunk, 2 * unit)
 
@@ -74,11 +76,16 @@ def superblock() -> int:
     return 2 * TUNING.groups
 
 
+def _long_input(positions: int) -> bool:
+    """Whether ``positions`` (batch x L) reach ``TUNING.long_from``, where the backward prefers
+    super-blocks of ``TUNING.long_groups`` groups."""
+    return positions >= TUNING.long_from
+
+
 def backward_groups(positions: int, chunk: int) -> int:
-    """Two-position groups per backward super-block: ``TUNING.long_groups`` from
-    ``TUNING.long_from`` positions on where the chunk holds whole super-blocks of that size,
-    else ``TUNING.groups``."""
-    if positions >= TUNING.long_from and chunk % (2 * TUNING.long_groups) == 0:
+    """Two-position groups per backward super-block: ``TUNING.long_groups`` for long inputs
+    where the chunk holds whole super-blocks of that size, else ``TUNING.groups``."""
+    if _long_input(positions) and chunk % (2 * TUNING.long_groups) == 0:
         return TUNING.long_groups
     return TUNING.groups
 
