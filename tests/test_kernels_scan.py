@@ -203,16 +203,18 @@ def test_backward_is_deterministic(device):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("projected", [False, True])
-def test_bidirectional_matches_two_reference_scans(device, projected):
-    """Both directions summed and gated, and with ``out_weight`` projected (whose backward
-    recomputes the gated output)."""
+@pytest.mark.parametrize("out_projection", [False, True])
+@pytest.mark.parametrize("dt_projection", [False, True])
+def test_bidirectional_matches_two_reference_scans(device, out_projection, dt_projection):
+    """Both directions summed and gated; with ``out_weight`` projected (whose backward recomputes
+    the gated output), with ``dt_weight_*`` delta made from low-rank inputs inside the op."""
     g = torch.Generator().manual_seed(11)
-    batch, length, dim, nstate = 2, CHUNK + 13, 10, 4
+    batch, length, dim, nstate, rank = 2, CHUNK + 13, 10, 4, 3
 
     def direction():
+        delta_width = rank if dt_projection else dim
         return [torch.randn(batch, length, dim, generator=g),
-                torch.randn(batch, length, dim, generator=g) * 0.5,
+                torch.randn(batch, length, delta_width, generator=g) * 0.5,
                 -(torch.rand(dim, nstate, generator=g) + 0.1),
                 torch.randn(batch, length, nstate, generator=g),
                 torch.randn(batch, length, nstate, generator=g),
@@ -220,27 +222,37 @@ def test_bidirectional_matches_two_reference_scans(device, projected):
 
     leaves = [t.to(device).requires_grad_(True)
               for t in direction() + direction() + [torch.randn(batch, length, dim, generator=g)]]
-    weight = {}
-    if projected:
-        leaves.append(torch.randn(6, dim, generator=g).to(device).requires_grad_(True))
-        weight = {"out_weight": leaves[-1]}
+    weights = {}
+    if out_projection:
+        weights["out_weight"] = torch.randn(6, dim, generator=g)
+    if dt_projection:
+        weights["dt_weight_f"] = torch.randn(dim, rank, generator=g) * 0.5
+        weights["dt_weight_r"] = torch.randn(dim, rank, generator=g) * 0.5
+    weights = {k: w.to(device).requires_grad_(True) for k, w in weights.items()}
+    leaves += list(weights.values())
     scan_leaves = leaves[:15]
     out = bidirectional_selective_scan(*scan_leaves, delta_softplus=True, chunk_size=CHUNK,
-                                       impl="triton", **weight)
+                                       impl="triton", **weights)
     d = [t.double() for t in leaves]
-    y_f = selective_scan_naive(*d[:5], D=d[5], delta_bias=d[6], delta_softplus=True)
-    y_r = selective_scan_naive(*d[7:12], D=d[12], delta_bias=d[13], delta_softplus=True,
-                               reverse=True)
+    w = dict(zip(weights, d[15:]))
+    delta_f, delta_r = d[1], d[8]
+    if dt_projection:
+        delta_f, delta_r = delta_f @ w["dt_weight_f"].t(), delta_r @ w["dt_weight_r"].t()
+    y_f = selective_scan_naive(d[0], delta_f, *d[2:5], D=d[5], delta_bias=d[6],
+                               delta_softplus=True)
+    y_r = selective_scan_naive(d[7], delta_r, *d[9:12], D=d[12], delta_bias=d[13],
+                               delta_softplus=True, reverse=True)
     ref = (y_f + y_r) * F.silu(d[14])
-    if projected:
-        ref = ref @ d[15].t()
+    if out_projection:
+        ref = ref @ w["out_weight"].t()
     assert out.shape == ref.shape and rel(out, ref) < 2e-5
     go = torch.randn(out.shape, generator=g).to(device)
     grads = torch.autograd.grad((out * go).sum(), leaves)
     grads_ref = torch.autograd.grad((ref * go.double()).sum(), d)
     for i, (a, b) in enumerate(zip(grads, grads_ref)):
         assert rel(a, b) < 1e-4, (i, rel(a, b))
-    torch_path = bidirectional_selective_scan(*scan_leaves, delta_softplus=True, impl="torch", **weight)
+    torch_path = bidirectional_selective_scan(*scan_leaves, delta_softplus=True, impl="torch",
+                                              **weights)
     assert rel(torch_path, ref) < 2e-5
 
 
@@ -284,10 +296,13 @@ def test_opcheck_bidirectional_fake_kernels(device):
     from genossm.kernels.scan import bidirectional as bi
 
     x, r = (make_inputs(1, 2 * CHUNK, 8, 4, torch.float32, device, seed=s) for s in (22, 23))
-    per_dir = lambda d: [d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], d["delta_bias"]]
-    weight = torch.randn(5, 8, generator=torch.Generator().manual_seed(1)).to(device)
-    for out_weight in (None, weight):
-        tensors = per_dir(x) + per_dir(r) + [x["z"], out_weight]
+    gen = torch.Generator().manual_seed(1)
+    weights = [torch.randn(5, 8, generator=gen).to(device),
+               torch.randn(8, 3, generator=gen).to(device), torch.randn(8, 3, generator=gen).to(device)]
+    for given in ((False, False, False), (True, True, True), (False, True, True)):
+        low_rank = lambda d: d["delta"][..., :3].contiguous() if given[1] else d["delta"]
+        per_dir = lambda d: [d["u"], low_rank(d), d["A"], d["B"], d["C"], d["D"], d["delta_bias"]]
+        tensors = per_dir(x) + per_dir(r) + [x["z"]] + [w if g else None for w, g in zip(weights, given)]
         leaves = [t if t is None else t.clone().requires_grad_(True) for t in tensors]
         torch.library.opcheck(bi._bidir_fwd, (*leaves, True, CHUNK),
                               test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
@@ -380,20 +395,21 @@ def test_scan_ops_report_flops():
     with FlopCounterMode(display=False) as counter:
         ops.selective_scan_bwd(u, None, u, delta, A, B, C, Dskip, z, bias, ypre, h_in, dtsum, True, False, 32)
     assert counter.get_total_flops() == BWD_FLOPS * elements
-    with FlopCounterMode(display=False) as counter:
-        out = ops.bidirectional_scan_fwd(u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, None,
-                                         True, 32)
-    assert counter.get_total_flops() == 2 * FWD_FLOPS * elements
-    with FlopCounterMode(display=False) as counter:
-        ops.bidirectional_scan_bwd(u, u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, None,
-                                   *out[1:], True, 32)
-    assert counter.get_total_flops() == 2 * BWD_FLOPS * elements
-    weight = torch.empty(5, dim, **meta)  # the fused output projection: one matmul, two in backward
-    with FlopCounterMode(display=False) as counter:
-        out = ops.bidirectional_scan_fwd(u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, weight,
-                                         True, 32)
-    assert counter.get_total_flops() == 2 * FWD_FLOPS * elements + 2 * batch * length * dim * 5
-    with FlopCounterMode(display=False) as counter:
-        ops.bidirectional_scan_bwd(out[0], u, delta, A, B, C, Dskip, bias, u, delta, A, B, C, Dskip, bias, z, weight,
-                                   *out[1:], True, 32)
-    assert counter.get_total_flops() == 2 * BWD_FLOPS * elements + 4 * batch * length * dim * 5
+    low = torch.empty(batch, length, 3, dtype=torch.bfloat16, **meta)  # dt_rank 3
+    out_w, dt_w = torch.empty(5, dim, **meta), torch.empty(dim, 3, **meta)
+    matmul = lambda weight: 2 * batch * length * weight.shape[0] * weight.shape[1]
+    # no projections; the output one (a matmul, three in backward: the weight's gradient and the
+    # gated output's, made twice); the dt ones too (each remade in backward, then two gradients)
+    for out_weight, d_in, dt_weight, extra_fwd, extra_bwd in (
+            (None, delta, None, 0, 0),
+            (out_w, delta, None, matmul(out_w), 3 * matmul(out_w)),
+            (out_w, low, dt_w, matmul(out_w) + 2 * matmul(dt_w),
+             3 * matmul(out_w) + 6 * matmul(dt_w))):
+        args = (u, d_in, A, B, C, Dskip, bias, u, d_in, A, B, C, Dskip, bias, z, out_weight,
+                dt_weight, dt_weight)
+        with FlopCounterMode(display=False) as counter:
+            out = ops.bidirectional_scan_fwd(*args, True, 32)
+        assert counter.get_total_flops() == 2 * FWD_FLOPS * elements + extra_fwd
+        with FlopCounterMode(display=False) as counter:
+            ops.bidirectional_scan_bwd(out[0], *args, *out[1:], True, 32)
+        assert counter.get_total_flops() == 2 * BWD_FLOPS * elements + extra_bwd

@@ -189,10 +189,10 @@ def test_offload_on_cuda_matches_checkpointing_and_keeps_block_inputs_off_the_gp
 
 def test_block_saves_one_copy_of_each_activation_for_backward(monkeypatch):
     """Per position, a block keeps for backward the block input and its norm, x (the convs are
-    redone in backward), the scan's inputs (u and delta per direction, z), its pre-gate output
-    (the gated output, out_proj's input, is recomputed from it), and the small (dt, B, C)
-    projections: no conv pre-activations, padded copies of x or copy of z. Measured on the custom-op path the GPU takes
-    (its Triton kernels interpreted here)."""
+    redone in backward), the scan's inputs (u per direction, z; delta is remade from the low-rank
+    dt input), its pre-gate output (the gated output, out_proj's input, is recomputed from it),
+    and the small (dt, B, C) inputs: no conv pre-activations, padded copies of x, copy of z or
+    delta. Measured on the custom-op path the GPU takes (its Triton kernels interpreted here)."""
     from genossm.kernels.scan import bidirectional
     from genossm.model.mixer import Block
 
@@ -205,6 +205,6 @@ def test_block_saves_one_copy_of_each_activation_for_backward(monkeypatch):
     torch.manual_seed(9)
     hidden = torch.randn(1, length, width, requires_grad=True)
     saved = saved_storages(Block(config), hidden, {length, length + config.d_conv - 1})
-    projections = 2 * (config.resolved_dt_rank + 2 * config.d_state) + 4 * config.d_state
-    expected = 4 * (7 * inner + 3 * width + projections + 1)  # float32; the 1: the norm's rsqrt
+    small = 2 * (config.resolved_dt_rank + 2 * config.d_state)  # per direction: dt_low, B, C
+    expected = 4 * (5 * inner + 3 * width + small + 1)  # float32; the 1: the norm's rsqrt
     assert sum(nbytes for _, _, nbytes in saved) / length == expected

@@ -3,7 +3,8 @@
 One input projection gives x and the gate z; each direction has its own short conv (causal for
 the forward scan, anti-causal for the reverse one), x -> (dt, B, C) projection, dt projection,
 A (S4D-real init) and D; both directions' outputs are summed, gated by silu(z) and projected out
-once (``genossm.kernels.bidirectional_selective_scan``, which applies out_proj's weight itself).
+once (``genossm.kernels.bidirectional_selective_scan``, which applies the dt projections' and
+out_proj's weights itself).
 Layout (batch, L, channels) throughout.
 """
 
@@ -45,17 +46,22 @@ class ScanDirection(nn.Module):
         nn.init.uniform_(self.dt_proj.weight, -dt_rank**-0.5, dt_rank**-0.5)
         # dt_proj.bias = softplus^-1 of dt drawn log-uniformly in [dt_min, dt_max] (Mamba init)
         dt = torch.exp(torch.rand(d_inner) * (math.log(cfg.dt_max) - math.log(cfg.dt_min))
-                       + math.log(cfg.dt_min)).clamp(min=1e-4)
+                       + math.log(cfg.dt_min))
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         # S4D-real: A[d, n] = -(n + 1)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1).float()).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
 
-    def scan_inputs(self, u):
-        """u (B, L, E) conv+silu output -> (delta (B, L, E), B (B, L, N), C (B, L, N))."""
+    def low_rank_inputs(self, u):
+        """u (B, L, E) conv+silu output -> (dt_low (B, L, R), B (B, L, N), C (B, L, N)): the x
+        projection, split. The scan's delta is dt_low @ dt_proj.weight.T."""
         dbc = self.x_proj(u)
-        dt_low, B, C = torch.split(dbc, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return torch.split(dbc, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+
+    def scan_inputs(self, u):
+        """u (B, L, E) -> (delta (B, L, E), B, C)."""
+        dt_low, B, C = self.low_rank_inputs(u)
         delta = F.linear(dt_low, self.dt_proj.weight)  # the bias enters the scan as delta_bias
         return delta, B, C
 
@@ -97,15 +103,17 @@ class BiMambaMixer(nn.Module):
             u_f, u_r = checkpoint(self.conv_inputs, x, use_reentrant=False)
         else:
             u_f, u_r = self.conv_inputs(x)
-        delta_f, B_f, C_f = self.fwd.scan_inputs(u_f)
-        delta_r, B_r, C_r = self.rev.scan_inputs(u_r)
+        dt_f, B_f, C_f = self.fwd.low_rank_inputs(u_f)
+        dt_r, B_r, C_r = self.rev.low_rank_inputs(u_r)
         A_f, D_f, bias_f = self.fwd.scan_params()
         A_r, D_r, bias_r = self.rev.scan_params()
-        # out_proj inside the op: backward then keeps neither the gated output nor its gradient
-        # through the scans' backward
-        return bidirectional_selective_scan(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f,
-                                            u_r, delta_r, A_r, B_r, C_r, D_r, bias_r, z,
-                                            delta_softplus=True, out_weight=self.out_proj.weight)
+        # the dt and output projections inside the op: backward then keeps neither delta nor the
+        # gated output, nor their gradients, through the scans' backward
+        return bidirectional_selective_scan(u_f, dt_f, A_f, B_f, C_f, D_f, bias_f,
+                                            u_r, dt_r, A_r, B_r, C_r, D_r, bias_r, z,
+                                            delta_softplus=True, out_weight=self.out_proj.weight,
+                                            dt_weight_f=self.fwd.dt_proj.weight,
+                                            dt_weight_r=self.rev.dt_proj.weight)
 
 
 class Block(nn.Module):

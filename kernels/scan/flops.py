@@ -31,22 +31,29 @@ def _scan_bwd_flops(dout, dfinal, u, delta, A, *args, out_shape=None, **kwargs) 
     return BWD_FLOPS * _elements(u, A)
 
 
-def _projection_flops(u_shape, out_weight_shape) -> int:
-    """The fused output projection's matmul, (batch * L, D) @ (D, width); 0 without one."""
-    if out_weight_shape is None:
+def _projection_flops(rows_shape, weight_shape) -> int:
+    """One matmul of a projection fused into the op, (batch * L, in) @ (in, out) with the weight
+    (out, in); 0 without one."""
+    if weight_shape is None:
         return 0
-    batch, length, dim = u_shape
-    return 2 * batch * length * dim * out_weight_shape[0]
+    batch, length, _ = rows_shape
+    return 2 * batch * length * weight_shape[0] * weight_shape[1]
 
 
 @register_flop_formula(torch.ops.genossm.bidirectional_scan_fwd)
 def _bidir_fwd_flops(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, u_r, delta_r, A_r, B_r, C_r, D_r,
-                     bias_r, z, out_weight, *args, out_shape=None, **kwargs) -> int:
-    return 2 * FWD_FLOPS * _elements(u_f, A_f) + _projection_flops(u_f, out_weight)
+                     bias_r, z, out_weight, dt_weight_f, dt_weight_r, *args, out_shape=None,
+                     **kwargs) -> int:
+    return (2 * FWD_FLOPS * _elements(u_f, A_f) + _projection_flops(u_f, out_weight)
+            + _projection_flops(delta_f, dt_weight_f) + _projection_flops(delta_r, dt_weight_r))
 
 
 @register_flop_formula(torch.ops.genossm.bidirectional_scan_bwd)
 def _bidir_bwd_flops(dout, u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, u_r, delta_r, A_r, B_r, C_r,
-                     D_r, bias_r, z, out_weight, *args, out_shape=None, **kwargs) -> int:
-    # the projection's two backward matmuls (weight and input gradients)
-    return 2 * BWD_FLOPS * _elements(u_f, A_f) + 2 * _projection_flops(u_f, out_weight)
+                     D_r, bias_r, z, out_weight, dt_weight_f, dt_weight_r, *args, out_shape=None,
+                     **kwargs) -> int:
+    # out projection: weight gradient and the gated output's gradient, made twice (before the
+    # scans for dy, after them for dz); dt projections: remade, then weight and input gradients
+    return (2 * BWD_FLOPS * _elements(u_f, A_f) + 3 * _projection_flops(u_f, out_weight)
+            + 3 * _projection_flops(delta_f, dt_weight_f)
+            + 3 * _projection_flops(delta_r, dt_weight_r))

@@ -222,20 +222,22 @@ def _lane_sums(block_d, block_n, nstate) -> bool:
             and os.environ.get("TRITON_INTERPRET") != "1")
 
 
-def gate_backward(dout, z, ypre):
-    """Backward of out = ypre * silu(z): returns (dypre contiguous, dz or an empty tensor).
-    dypre is bfloat16 when dout is (one more rounding of an already-bf16 gradient, half the
-    memory: 4 GiB less at 4M positions), else float32 (float16 could overflow); the scan kernels
-    accumulate in float32 either way."""
+def gate_backward(dout, z, ypre, want_dy: bool = True, want_dz: bool = True):
+    """Backward of out = ypre * silu(z): returns (dypre contiguous, dz), each None when not
+    wanted (the bidirectional op computes dz after its scans, so that the two are never both
+    kept). Without z: (dout, an empty tensor). dypre is bfloat16 when dout is (one more rounding
+    of an already-bf16 gradient, half the memory: 4 GiB less at 4M positions), else float32
+    (float16 could overflow); the scan kernels accumulate in float32 either way."""
     if z is None:
         return dout.contiguous(), dout.new_empty(0)
     dout, z, ypre = dout.contiguous(), z.contiguous(), ypre.contiguous()  # flat indexing
     dy_dtype = torch.bfloat16 if dout.dtype == torch.bfloat16 else torch.float32
-    dy = _output(dout.shape, dout.device, dy_dtype)
-    dz = _output(z.shape, z.device, z.dtype)
+    dy = _output(dout.shape, dout.device, dy_dtype) if want_dy else None
+    dz = _output(z.shape, z.device, z.dtype) if want_dz else None
     block = 1024
     K._gate_bwd[(triton.cdiv(dout.numel(), block),)](dout, z, ypre, dy, dz, dout.numel(),
-                                                     BLOCK=block)
+                                                     BLOCK=block, WRITE_DY=want_dy,
+                                                     WRITE_DZ=want_dz)
     return dy, dz
 
 

@@ -511,15 +511,18 @@ def _gate_fwd(ypre_ptr, z_ptr, out_ptr, numel, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _gate_bwd(dout_ptr, z_ptr, ypre_ptr, dy_ptr, dz_ptr, numel, BLOCK: tl.constexpr):
+def _gate_bwd(dout_ptr, z_ptr, ypre_ptr, dy_ptr, dz_ptr, numel, BLOCK: tl.constexpr,
+              WRITE_DY: tl.constexpr, WRITE_DZ: tl.constexpr):
     """Backward of out = ypre * silu(z), elementwise over the flat tensors: dy = dout silu(z)
-    (in dy's dtype: see op.gate_backward) and dz in z's dtype."""
+    (in dy's dtype: see op.gate_backward) and dz in z's dtype, each only when asked."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     dout = tl.load(dout_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    ypre = tl.load(ypre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     sig = tl.sigmoid(z)
-    tl.store(dy_ptr + offs, (dout * z * sig).to(dy_ptr.dtype.element_ty), mask=mask)
-    dz = dout * ypre * sig * (1.0 + z * (1.0 - sig))
-    tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+    if WRITE_DY:
+        tl.store(dy_ptr + offs, (dout * z * sig).to(dy_ptr.dtype.element_ty), mask=mask)
+    if WRITE_DZ:
+        ypre = tl.load(ypre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dz = dout * ypre * sig * (1.0 + z * (1.0 - sig))
+        tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
