@@ -24,6 +24,7 @@ from genossm.evaluate.recall_task import (
     neighbourhood_crop,
     neighbourhood_fits,
 )
+from genossm.model import GenoSSM
 from genossm.tokenize import MASK
 
 CLI = [sys.executable, "-c", "from genossm.cli import main; main()", "evaluate", "recall", "--threads", "1",
@@ -152,6 +153,7 @@ def test_truncated_context_keeps_the_query_and_drops_the_pair():
     ({"distractors": -1}, "distractors"),
     ({"lengths": (512, 2048), "neighbourhood": 240}, "neighbourhood"),  # 512: the crop reaches the pair
     ({"max_train_seconds": 0.0}, "max_train_seconds"),
+    ({"dt_min": 0.5}, "dt_min"),  # above the model's dt_max
 ])
 def test_bad_settings_are_refused(change, match):
     config = RecallConfig(**{**RecallConfig.smoke().__dict__, **change})
@@ -234,6 +236,25 @@ def test_cli_smoke_run(tmp_path):
     assert {(s["direction"], s["length"]) for s in record["summary"]} == \
         {(d, n) for d in ("forward", "mirror") for n in config.lengths}
     assert "truncated context" in done.stdout and "mirror" in done.stdout  # the table
+
+
+def test_cli_saves_the_models_it_evaluates(tmp_path, one_thread):
+    """--save-models: each seed's model, loadable, with the --dt-min it was built with; the record
+    holds its memory horizons, one row per layer and direction."""
+    out, models = tmp_path / "recall.json", tmp_path / "models"
+    done = CliRunner().invoke(main, ["evaluate", "recall", "--smoke", "--no-progress", "--seeds", "0,1", "--steps", "2",
+                                     "--lengths", "512", "--examples", "2", "--dt-min", "1e-5",
+                                     "--save-models", str(models), "-o", str(out)])
+    assert done.exit_code == 0, done.stderr
+    record = json.loads(out.read_text())
+    for run in record["training"]:
+        model = GenoSSM.from_pretrained(models / f"seed{run['seed']}")
+        assert model.config.dt_min == 1e-5 and model.config.n_layer == RecallConfig.smoke().n_layer
+        rows = run["memory_horizons"]
+        assert [(h["layer"], h["direction"]) for h in rows] == \
+            [(i, d) for i in range(model.config.n_layer) for d in ("forward", "reverse")]
+        assert all(h["longest"] >= h["median"] > 0 and set(h["channels_reaching"]) == {"512"} for h in rows)
+    assert "longest memory horizon" in done.stdout
 
 
 def test_cli_json_to_stdout(one_thread):

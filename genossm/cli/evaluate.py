@@ -84,12 +84,17 @@ def evaluate():
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warmup steps [200].")
 @click.option("--d-model", type=click.IntRange(min=1), help="Model width [64].")
 @click.option("--n-layer", type=click.IntRange(min=1), help="Model depth [2].")
+@click.option("--dt-min", type=click.FloatRange(min=0, min_open=True),
+              help="The model's smallest initial dt; its channels' initial memory horizons reach 1/dt-min bases "
+                   "[0.001].")
 @click.option("--examples", type=click.IntRange(min=1), help="Evaluation sequences per seed, direction, length [64].")
 @click.option("--neighbourhood", type=click.IntRange(min=1),
               help="Truncated-context baseline: bases kept on each side of the masked value [1024].")
 @click.option("--tokens-per-batch", type=click.IntRange(min=1),
               help="Evaluation tokens per forward pass [4M GPU, 32k CPU].")
-def recall(output, smoke, device, precision, threads, progress, directions, **sizes):
+@click.option("--save-models", type=click.Path(file_okay=False),
+              help="Directory to save each seed's trained model in (seed<N>/, as genossm train exports).")
+def recall(output, smoke, device, precision, threads, progress, directions, save_models, **sizes):
     """Long-range recall: a key k-mer with a value planted early, the key again late with the value
     masked; train at <= 8 kb, evaluate at each length without retraining, for several seeds, against
     chance and the same model given only the query's neighbourhood."""
@@ -100,7 +105,7 @@ def recall(output, smoke, device, precision, threads, progress, directions, **si
         sizes["directions"] = (directions,)
     preset = RecallConfig.smoke() if smoke else RecallConfig()
     config = dataclasses.replace(preset, **{k: v for k, v in sizes.items() if v is not None})
-    _run("recall", lambda dev: run_recall(config, dev, precision, progress), recall_table, output, device, threads,
+    _run("recall", lambda dev: run_recall(config, dev, precision, progress, save_models), recall_table, output, device, threads,
          smoke)
 
 

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from genossm.errors import GenossmError
+from genossm.evaluate.horizon import horizon_summary, memory_horizons
 from genossm.evaluate.recall_task import (
     MAX_KEY_LENGTH,
     make_batch,
@@ -41,7 +43,8 @@ log = logging.getLogger("genossm.evaluate")
 
 DIRECTIONS = ("forward", "mirror")
 TOKENS_PER_BATCH = {"cuda": 1 << 22, "cpu": 1 << 15}  # evaluation tokens per forward pass
-_TRAIN, _EVAL, _KEY = 0, 1, 2  # random streams of a seed
+_TRAIN, _EVAL, _KEY, _BACKGROUND = 0, 1, 2, 3  # random streams of a seed
+HORIZON_SEQUENCES = 4  # random background sequences of train_length bases for the memory horizons
 
 
 @dataclass
@@ -78,6 +81,7 @@ class RecallConfig:
     warmup_steps: int = 200
     d_model: int = 64
     n_layer: int = 2
+    dt_min: float = 0.001  # the model's smallest initial dt: initial memory horizons up to 1/dt_min bases
     examples: int = 64  # evaluation sequences per (seed, direction, length)
     neighbourhood: int = 1024  # bases each side of the masked value in the truncated baseline
     tokens_per_batch: int | None = None  # evaluation batch size in tokens [4M on GPU, 32k on CPU]
@@ -127,6 +131,8 @@ class RecallConfig:
             _bad("stop_loss", f"must be >= 0, got {self.stop_loss}")
         if self.max_train_seconds is not None and self.max_train_seconds <= 0:
             _bad("max_train_seconds", f"must be > 0, got {self.max_train_seconds}")
+        if not 0 < self.dt_min <= GenoSSMConfig.dt_max:
+            _bad("dt_min", f"must be in (0, {GenoSSMConfig.dt_max}], got {self.dt_min}")
         if self.lr <= 0 or self.warmup_steps < 0:
             _bad("lr/warmup_steps", "lr must be > 0 and warmup_steps >= 0")
 
@@ -135,8 +141,12 @@ def _bad(name, problem):
     raise GenossmError(problem, where=f"recall setting {name}")
 
 
-def run_recall(config: RecallConfig, device=None, precision: str = "auto", progress: bool = True) -> dict:
-    """Train and evaluate one model per seed; returns {"config", "training", "results", "summary"}."""
+def run_recall(config: RecallConfig, device=None, precision: str = "auto", progress: bool = True,
+               save_models=None) -> dict:
+    """Train and evaluate one model per seed; returns {"config", "training", "results", "summary"}.
+    Each seed's training record holds its model's memory horizons on random background
+    (``genossm.evaluate.horizon``). With ``save_models`` (a directory) each seed's trained model is
+    saved there as ``seed<N>/`` (``GenoSSM.save_pretrained``)."""
     config.check()
     device = resolve_device(device)
     dtype = autocast_dtype(precision, device)
@@ -153,6 +163,15 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
                  f"{training[-1]['train_seconds']:.0f} s, final loss {curve[-1][1]:.4f} nats "
                  f"(chance {math.log(4):.3f})")
         model.eval()
+        if save_models is not None:
+            model.save_pretrained(Path(save_models) / f"seed{seed}")
+        background = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_BACKGROUND,))).integers(
+            0, 4, (HORIZON_SEQUENCES, config.train_length))
+        horizons = horizon_summary(memory_horizons(model, torch.from_numpy(background).to(device), dtype),
+                                   config.lengths)
+        training[-1]["memory_horizons"] = horizons
+        log.info(f"recall seed {seed}: longest memory horizon, bases: "
+                 + ", ".join(f"layer {h['layer']} {h['direction']} {h['longest']:,.0f}" for h in horizons))
         for li, length in enumerate(config.lengths):
             for direction in config.directions:
                 rng = np.random.default_rng(np.random.SeedSequence(
@@ -190,7 +209,7 @@ def train_recall_model(config: RecallConfig, key, seed: int, device, dtype, prog
     stage; training stops after ``config.steps`` ("steps"), at ``config.stop_loss`` ("converged")
     or after ``config.max_train_seconds`` ("time limit")."""
     torch.manual_seed(seed)
-    model = GenoSSM(GenoSSMConfig(d_model=config.d_model, n_layer=config.n_layer,
+    model = GenoSSM(GenoSSMConfig(d_model=config.d_model, n_layer=config.n_layer, dt_min=config.dt_min,
                                   context_length=config.train_length)).to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=0.0)

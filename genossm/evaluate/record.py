@@ -85,6 +85,10 @@ def recall_table(record: dict) -> str:
         lines.append(f"{row['direction']:<10}{row['length']:>11,}  {_mean_sd(row['accuracy']):>17}  "
                      f"{_mean_sd(row['exact_match']):>17}  {_mean_sd(row['truncated_accuracy']):>17}  "
                      f"{row['chance_accuracy']:>6.4f}")
+    lines.append("longest memory horizon (bases) per seed, layer and scan direction: "
+                 + "; ".join(f"seed {run['seed']}: " + ", ".join(
+                     f"{h['layer']}{h['direction'][0]} {h['longest']:,.0f}" for h in run["memory_horizons"])
+                             for run in record["training"]))
     return "\n".join(lines)
 
 

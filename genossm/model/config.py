@@ -16,6 +16,8 @@ class GenoSSMConfig:
     expand: int = 2
     d_conv: int = 4
     dt_rank: int | str = "auto"  # "auto" = ceil(d_model / 16)
+    # initial dt of the channels, log-uniform in [dt_min, dt_max]: the channels' initial memory
+    # horizons span 1/dt_max .. 1/dt_min bases (genossm.evaluate.horizon)
     dt_min: float = 0.001
     dt_max: float = 0.1
     rc_equivariant: bool = False  # exact reverse-complement equivariance by parameter sharing
@@ -31,6 +33,8 @@ class GenoSSMConfig:
             raise ValueError(f"rc_equivariant needs an even d_model, got {self.d_model}")
         if self.checkpointing not in (False, True, "offload"):
             raise ValueError(f"checkpointing must be true, false or 'offload', got {self.checkpointing!r}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min {self.dt_min}, dt_max {self.dt_max}")
         if self.dt_rank != "auto" and not isinstance(self.dt_rank, int):
             raise ValueError(f"dt_rank must be an int or 'auto', got {self.dt_rank!r}")
 

@@ -1,0 +1,51 @@
+"""Memory horizons: how far each scan channel of a model carries what it holds.
+
+At each position t, channel d of one scan direction multiplies its state n by exp(-dt_t |A[d, n]|),
+so across a stretch of typical sequence it keeps exp(-distance / horizon) of its state, with
+
+    horizon[d] = 1 / (mean_t dt_t[d] * min_n |A[d, n]|)  bases (its slowest state).
+
+What was written ``distance`` bases away can reach a query only through channels whose horizon is
+of that order or longer (more input at small dt only adds to the forgetting). For the recall
+evaluation this separates two reasons a model trained on 8 kb fails at 1M: no channel of a layer
+reaching 1M (state decay), or channels that do reach it but hold the wrong thing.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DIRECTION_NAMES = ("forward", "reverse")
+
+
+@torch.inference_mode()
+def memory_horizons(model, ids: torch.Tensor, dtype=None) -> list[dict]:
+    """Every channel's horizon in bases over the sequences ``ids`` (B, L) (on the model's device),
+    per layer and scan direction, in layer order: [{"layer", "direction", "horizons": (E,) numpy
+    float64}]. dt is computed as the scan computes it (softplus of the dt projection plus its
+    bias), under autocast to ``dtype`` when given. Reverse-complement-equivariant models: the
+    forward strand's stream (the same blocks run on the reverse complement)."""
+    out = []
+    with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
+        hidden = model.embedding(ids.long())  # (B, L, W)
+        for index, layer in enumerate(model.layers):
+            mixer = layer.mixer
+            x = mixer.x_projection(layer.norm(hidden))  # (B, L, E)
+            for name, direction, u in zip(DIRECTION_NAMES, (mixer.fwd, mixer.rev), mixer.conv_inputs(x)):
+                delta, _, _ = direction.scan_inputs(u)
+                A, _, bias = direction.scan_params()
+                dt = F.softplus(delta.float() + bias)  # (B, L, E)
+                rate = dt.mean(dim=(0, 1)) * A.abs().min(dim=1).values  # (E,) per base
+                out.append({"layer": index, "direction": name,
+                            "horizons": (1 / rate.double()).cpu().numpy()})
+            hidden = layer(hidden)
+    return out
+
+
+def horizon_summary(horizons: list[dict], lengths) -> list[dict]:
+    """JSON-ready per layer and direction: the longest and median horizon and how many channels
+    reach each of ``lengths``."""
+    return [{"layer": h["layer"], "direction": h["direction"], "longest": float(h["horizons"].max()),
+             "median": float(np.median(h["horizons"])),
+             "channels_reaching": {str(length): int((h["horizons"] >= length).sum()) for length in lengths}}
+            for h in horizons]
