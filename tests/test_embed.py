@@ -87,6 +87,32 @@ def test_center_and_none_pooling(setup):
     np.testing.assert_allclose(center.filter(like="emb_").to_numpy(), values[[5, 11 + 5]], atol=1e-6)
 
 
+@pytest.mark.parametrize("layer", [0, 1, -1])
+def test_windows_past_max_window_run_chunk_by_chunk(setup, layer):
+    """Windows longer than max_window (48 and 64 bases here, in 20-base chunks) give the batched
+    path's embeddings: every pooling, both strands, windows reaching past the contig ends."""
+    regions = [BedRegion("a", 100, 140, "r", "+"), BedRegion("a", 10, 31, "m1", "-"),
+               BedRegion("a", 470, 500, "m2", "-")]
+    for pool in ("mean", "center", "none"):
+        kwargs = dict(pool=pool, layer=layer, context=48, progress=False)
+        batched = embed_regions(setup["model"], setup["reference"], regions, **kwargs)
+        chunked = embed_regions(setup["model"], setup["reference"], regions, max_window=20, **kwargs)
+        assert chunked.drop(columns=[c for c in chunked if c.startswith("emb_")]).equals(
+            batched.drop(columns=[c for c in batched if c.startswith("emb_")]))
+        np.testing.assert_allclose(chunked.filter(like="emb_").to_numpy(), batched.filter(like="emb_").to_numpy(),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_cli_max_window(setup):
+    out, whole = setup["root"] / "chunked.parquet", setup["root"] / "whole.parquet"
+    for path, extra in ((out, ["--max-window", "16"]), (whole, [])):
+        result = CliRunner().invoke(main, ["embed", "-m", setup["model_dir"], "-r", setup["reference"], "-b",
+                                           setup["bed"], "--context", "64", "-o", str(path), "--no-progress", *extra])
+        assert result.exit_code == 0, result.stderr
+    np.testing.assert_allclose(pd.read_parquet(out).filter(like="emb_").to_numpy(),
+                               pd.read_parquet(whole).filter(like="emb_").to_numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_variant_embeddings_give_predicts_cosine_distance(setup):
     other = {b: "ACGT"[("ACGT".index(b) + 1) % 4] for b in "ACGT"}
     vcf = write_vcf(setup["root"] / "v.vcf", {"a": 500},

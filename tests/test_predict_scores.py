@@ -84,6 +84,19 @@ def scored(model, reference, vcf):
     return score_vcf(model, reference, vcf, skip_unknown_contigs=True, progress=False)
 
 
+def test_windows_past_max_window_run_chunk_by_chunk_with_the_same_scores(model, reference, vcf, scored):
+    """Every window (64 bases) past --max-window 24 goes through the layer-by-layer schedule in
+    24-base chunks: the llr and embedding distances of the batched path, up to float rounding,
+    at contig ends, on the circular contig and for indels alike."""
+    scores = ("llr", "cosine_distance")
+    batched = score_vcf(model, reference, vcf, skip_unknown_contigs=True, scores=scores, progress=False)
+    chunked = score_vcf(model, reference, vcf, skip_unknown_contigs=True, scores=scores, max_window=24,
+                        progress=False)
+    assert chunked["status"].tolist() == batched["status"].tolist() == scored["status"].tolist()
+    for name in scores:
+        np.testing.assert_allclose(chunked[name], batched[name], rtol=1e-4, atol=1e-5)
+
+
 def test_every_case_gets_its_status_in_input_order(scored):
     expected = [(name, status) for name, *_, alt, status in CASES for _ in alt.split(",")]
     assert list(zip(scored["id"], scored["status"])) == expected

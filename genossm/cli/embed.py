@@ -25,7 +25,7 @@ from genossm.cli.predict import run_options
               help="With --variants: keep going when VCF contigs are missing from the reference.")
 @run_options
 def embed(model, reference, bed, variants, output, pool, layer, context, skip_unknown_contigs,
-          device, devices, precision, batch_size, threads, compile, progress):
+          device, devices, precision, batch_size, threads, compile, max_window, progress):
     """Write MODEL embeddings of BED regions (one row per region: chrom, start, end, name,
     emb_0..emb_{d-1}; forward and reverse-complement strands averaged) or, with --variants, of
     the ref and alt haplotypes around each ALT, to parquet (pandas.read_parquet reads it)."""
@@ -39,7 +39,7 @@ def embed(model, reference, bed, variants, output, pool, layer, context, skip_un
 
         torch.set_num_threads(threads)
     options = {"device": device, "devices": devices, "precision": precision, "batch_size": batch_size,
-               "progress": progress}
+               "max_window": max_window, "progress": progress}
     if variants is not None:
         options.update(threads=threads, skip_unknown_contigs=skip_unknown_contigs)
     elif skip_unknown_contigs:

@@ -31,6 +31,9 @@ def run_options(function):
         click.option("--compile/--no-compile", default=False, show_default=True,
                      help="torch.compile the model's blocks: about a minute per window length, then about 2x faster "
                           "on a GPU (pays off on long runs)."),
+        click.option("--max-window", default=1 << 20, show_default=True, type=click.IntRange(min=1),
+                     help="Longer windows (--context, or a long region) run chunk by chunk, layer by layer, in "
+                          "chunks of this many bases: device memory flat, host memory window x d_model."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr."),
     ]
     for option in reversed(options):
@@ -57,7 +60,7 @@ def run_options(function):
               help="Score the rest when VCF contigs are missing from the reference (status unknown_contig).")
 @run_options
 def predict(model, reference, vcf, output, output_format, context, embedding_distance, skip_unknown_contigs,
-            device, devices, precision, batch_size, threads, compile, progress):
+            device, devices, precision, batch_size, threads, compile, max_window, progress):
     """Score every ALT allele of VCF with MODEL against REFERENCE.
 
     Scores: llr (log-likelihood ratio alt vs ref, masked-marginal for SNVs, masked-span
@@ -76,4 +79,5 @@ def predict(model, reference, vcf, output, output_format, context, embedding_dis
     scores = DEFAULT_SCORES + (("cosine_distance",) if embedding_distance else ())
     run_predict(model, reference, vcf, output, fmt=output_format, scores=scores, context=context,
                 skip_unknown_contigs=skip_unknown_contigs, threads=threads, device=device, devices=devices,
-                precision=precision, batch_size=batch_size, compile=compile, progress=progress)
+                precision=precision, batch_size=batch_size, compile=compile, max_window=max_window,
+                progress=progress)

@@ -11,7 +11,8 @@ the ``+`` region of a reverse-complemented reference exactly.
 
 Pooling: ``mean`` over the region's bases; ``center``: the base at index ``length // 2`` from the
 region's 5' end; ``none``: one row per base (long format with a ``pos`` column, 0-based).
-Regions are whole windows: a region longer than the device can hold needs chunked inference.
+A window longer than ``max_window`` bases (a whole chromosome, say) is run chunk by chunk with
+flat device memory (``genossm.score.passes.run_long_pass``); host memory grows as window x d_model.
 """
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 
 from genossm.errors import GenossmError
 from genossm.score.genome import Genome
-from genossm.score.passes import Pass, PassIndex, load_model, run_passes
+from genossm.score.passes import MAX_WINDOW, Pass, PassIndex, load_model, run_passes
 
 POOLS = ("mean", "center", "none")
 
@@ -55,7 +56,7 @@ def _region_passes(region, contig, context, index: PassIndex, pool, layer):
 
 def embed_regions(model, reference, regions, *, pool: str = "mean", layer: int = -1, context=None,
                   batch_size=None, device=None, devices: int = 1, precision: str = "auto",
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, max_window: int | None = MAX_WINDOW) -> pd.DataFrame:
     """Embed ``regions`` (a BED path or :class:`genossm.io.bed.BedRegion` list) on ``reference``.
 
     Returns a DataFrame: chrom, start, end (0-based half-open, as in the BED), name, then
@@ -74,7 +75,7 @@ def embed_regions(model, reference, regions, *, pool: str = "mean", layer: int =
     for region, contig in zip(regions, contigs):
         plans.append(_region_passes(region, contig, context, index, pool, layer))
     outputs = run_passes(model, genome, index.passes, batch_size=batch_size, device=device, devices=devices,
-                         precision=precision, progress=progress, desc="embedding")
+                         precision=precision, progress=progress, desc="embedding", max_window=max_window)
     columns = embedding_columns(model.config.d_model)
     emb = [np.mean([outputs[i] for i in plan], axis=0, dtype=np.float32) for plan in plans]
     if pool != "none":

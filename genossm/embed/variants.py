@@ -14,7 +14,7 @@ import pandas as pd
 from genossm.embed.regions import check_layer, embedding_columns
 from genossm.errors import GenossmError
 from genossm.score.alleles import prepare_alleles
-from genossm.score.passes import PassIndex, load_model, run_passes
+from genossm.score.passes import MAX_WINDOW, PassIndex, load_model, run_passes
 from genossm.score.variants import (
     COLUMNS, log_status_summary, open_variants, site_embedding_passes, site_embeddings,
 )
@@ -22,7 +22,8 @@ from genossm.score.variants import (
 
 def embed_variants(model, reference, vcf, *, pool: str = "mean", layer: int = -1, context=None, radius: int = 64,
                    skip_unknown_contigs: bool = False, threads: int = 0, batch_size=None, device=None,
-                   devices: int = 1, precision: str = "auto", progress: bool = True) -> pd.DataFrame:
+                   devices: int = 1, precision: str = "auto", progress: bool = True,
+                   max_window: int | None = MAX_WINDOW) -> pd.DataFrame:
     """One row per ALT of ``vcf``, input order: chrom, pos, ref, alt, id, status, then
     ref_emb_0 .. ref_emb_{d-1} and alt_emb_0 .. alt_emb_{d-1} (float32, NaN unless ok).
 
@@ -41,7 +42,7 @@ def embed_variants(model, reference, vcf, *, pool: str = "mean", layer: int = -1
     index = PassIndex()
     plans = [site_embedding_passes(alleles[i], index, radius, layer, center=pool == "center") for i in ok]
     outputs = run_passes(model, genome, index.passes, batch_size=batch_size, device=device, devices=devices,
-                         precision=precision, progress=progress, desc="embedding")
+                         precision=precision, progress=progress, desc="embedding", max_window=max_window)
     d = model.config.d_model
     ref = np.full((len(alleles), d), np.nan, dtype=np.float32)
     alt = np.full((len(alleles), d), np.nan, dtype=np.float32)

@@ -16,6 +16,10 @@ mapped back: positions flipped, bases complemented):
 - ``("mean", offset, count, layer)``: (d_model,) mean of ``hidden_states[layer]`` over those
   positions (count 1: the embedding of one base);
 - ``("full", offset, count, layer)``: (count, d_model) per-base hidden states.
+
+A window longer than ``max_window`` (a whole chromosome, say) runs alone through the layer-by-layer
+schedule of :mod:`genossm.model.longseq` in ``max_window``-base chunks, with the same read-outs:
+device memory then stays that of one chunk, and host memory grows as window x d_model.
 """
 
 import sys
@@ -30,6 +34,7 @@ from genossm.tokenize import MASK, reverse_complement
 
 # Default tokens per batch: keeps activations of a 16-layer d_model-256 model well inside GPU memory.
 TOKENS_PER_BATCH = {"cuda": 1 << 20, "cpu": 1 << 16}
+MAX_WINDOW = 1 << 20  # longer windows run chunk by chunk (genossm.model.longseq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,11 @@ class Pass:
             ids[offset : offset + count] = MASK
         return reverse_complement(ids) if self.strand < 0 else ids
 
+    def own_span(self) -> tuple:
+        """(offset, count) of the read-out positions in the pass's own orientation."""
+        offset, count = self.read[1], self.read[2]
+        return (self.length - offset - count if self.strand < 0 else offset), count
+
 
 class PassIndex:
     """Deduplicating list of passes: ``add`` returns the index of an identical pass if present."""
@@ -69,14 +79,16 @@ class PassIndex:
         return len(self.passes)
 
 
-def plan_batches(passes, batch_size: int):
+def plan_batches(passes, batch_size: int, members=None):
     """Index lists of homogeneous batches (same window length and read-out kind/layer), in
-    contig/position order so that nearby windows run together."""
+    contig/position order so that nearby windows run together; of the passes at ``members``
+    (indices; all by default)."""
     def group(i):
         p = passes[i]
         return (p.length, p.read[0], p.read[3] if len(p.read) > 3 else None)
 
-    order = sorted(range(len(passes)), key=lambda i: (group(i), passes[i].contig, passes[i].start, i))
+    members = range(len(passes)) if members is None else members
+    order = sorted(members, key=lambda i: (group(i), passes[i].contig, passes[i].start, i))
     batches = []
     for _, members in groupby(order, key=group):
         members = list(members)
@@ -96,18 +108,12 @@ class PassBatches(torch.utils.data.Dataset):
     def __getitem__(self, b):
         members = [self.passes[i] for i in self.batches[b]]
         first = members[0]
-        length = first.length
-        offsets, counts = [], []
-        for p in members:
-            offset, count = p.read[1], p.read[2]
-            # Position range in the pass's own orientation.
-            offsets.append(length - offset - count if p.strand < 0 else offset)
-            counts.append(count)
+        offsets, counts = zip(*(p.own_span() for p in members))
         return {  # only the ids go to the device; the rest stays plain Python
             "ids": torch.from_numpy(np.stack([p.tokens(self.genome) for p in members])),  # (B, L) uint8
             "index": list(self.batches[b]),
-            "offset": offsets,
-            "count": counts,
+            "offset": list(offsets),
+            "count": list(counts),
             "reverse": [p.strand < 0 for p in members],
             "kind": first.read[0],
             "layer": first.read[3] if len(first.read) > 3 else None,
@@ -125,22 +131,44 @@ def run_batch(model, batch, device, dtype=None):
         else:
             _, hidden = model(ids, output_hidden_states=True)
             out = hidden[layer]  # (B, L, D)
-        results = []
-        for b in range(ids.shape[0]):
-            o, c, reverse = batch["offset"][b], batch["count"][b], batch["reverse"][b]
-            x = out[b, o : o + c].float()  # (c, V) or (c, D)
-            if kind == "logp":
-                x = x[:, :4].log_softmax(-1)
-                if reverse:
-                    x = x.flip(0).flip(1)  # back to forward positions; A,C,G,T <- T,G,C,A
-            elif kind == "mean":
-                x = x.mean(0)
-            elif reverse:
-                x = x.flip(0)
-            results.append(x)
+        results = [read_out(out[b], kind, batch["offset"][b], batch["count"][b], batch["reverse"][b])
+                   for b in range(ids.shape[0])]
         flat = torch.cat([x.reshape(-1) for x in results]).cpu().numpy()  # one device->host copy
     pieces = np.split(flat, np.cumsum([x.numel() for x in results])[:-1])
     return batch["index"], [piece.reshape(x.shape) for piece, x in zip(pieces, results)]
+
+
+def read_out(out, kind: str, offset: int, count: int, reverse: bool) -> torch.Tensor:
+    """One pass's read-out from its output ``out`` (L, V) logits or (L, D) hidden states, given
+    the read-out span in the pass's own orientation; float32, in forward-strand coordinates."""
+    x = out[offset : offset + count].float()  # (count, V) or (count, D)
+    if kind == "logp":
+        x = x[:, :4].log_softmax(-1)
+        if reverse:
+            x = x.flip(0).flip(1)  # back to forward positions; A,C,G,T <- T,G,C,A
+    elif kind == "mean":
+        x = x.mean(0)
+    elif reverse:
+        x = x.flip(0)
+    return x
+
+
+def run_long_pass(model, p: Pass, genome, max_window: int, device, dtype=None) -> np.ndarray:
+    """One pass through the layer-by-layer schedule of :mod:`genossm.model.longseq`, in
+    ``max_window``-base chunks: the read-out ``run_batch`` would give, up to float rounding."""
+    from genossm.model.longseq import long_forward
+
+    ids = torch.from_numpy(p.tokens(genome))
+    kind = p.read[0]
+    schedule = dict(chunk_size=max_window, device=device, dtype=dtype or torch.float32)
+    if kind == "logp":
+        out = long_forward(model, ids, output="logits", **schedule)  # (L, V)
+    else:  # hidden_states[layer] (negative: from the end): after ``layer`` blocks, the last after the final norm
+        layer = p.read[3] % (model.config.n_layer + 1)
+        out = long_forward(model, ids, output="hidden", layer=None if layer == model.config.n_layer else layer,
+                           **schedule)  # (L, D)
+    offset, count = p.own_span()
+    return read_out(out, kind, offset, count, p.strand < 0).numpy()
 
 
 def load_model(model):
@@ -182,21 +210,30 @@ def autocast_dtype(precision: str, device: torch.device):
 
 
 def run_passes(model, genome, passes, *, batch_size=None, device=None, devices: int = 1,
-               precision: str = "auto", progress: bool = True, desc: str = "passes"):
+               precision: str = "auto", progress: bool = True, desc: str = "passes",
+               max_window: int | None = MAX_WINDOW):
     """Read-outs of every pass (list aligned with ``passes``), computed batch by batch.
 
     ``devices > 1`` runs Lightning predict with DDP over the first ``devices`` devices of
     ``device``'s type; every rank returns the full, ordered list. ``precision``: see
-    :func:`autocast_dtype`.
+    :func:`autocast_dtype`. Passes longer than ``max_window`` (None: no limit) run one at a time
+    through :func:`run_long_pass` on ``device`` (on every rank with ``devices > 1``).
     """
+    from tqdm import tqdm
+
     device = resolve_device(device)
     dtype = autocast_dtype(precision, device)
     results = [None] * len(passes)
-    if not passes:
+    long = [i for i, p in enumerate(passes) if max_window is not None and p.length > max_window]
+    short = sorted(set(range(len(passes))) - set(long))
+    bar = dict(file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    for i in tqdm(long, desc=f"{desc} (long windows)", unit="window", **bar):
+        results[i] = run_long_pass(model.to(device).eval(), passes[i], genome, max_window, device, dtype)
+    if not short:
         return results
     if batch_size is None:
-        batch_size = max(1, TOKENS_PER_BATCH.get(device.type, 1 << 16) // max(p.length for p in passes))
-    batches = plan_batches(passes, batch_size)
+        batch_size = max(1, TOKENS_PER_BATCH.get(device.type, 1 << 16) // max(passes[i].length for i in short))
+    batches = plan_batches(passes, batch_size, short)
     dataset = PassBatches(passes, genome, batches)
     if devices > 1:
         from genossm.score.distributed import predict_distributed
@@ -204,11 +241,9 @@ def run_passes(model, genome, passes, *, batch_size=None, device=None, devices: 
         for index, out in predict_distributed(model, dataset, device.type, devices, dtype, progress, desc):
             results[index] = out
         return results
-    from tqdm import tqdm
-
     model = model.to(device).eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, pin_memory=device.type == "cuda")
-    for batch in tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress, dynamic_ncols=True):
+    for batch in tqdm(loader, desc=desc, unit="batch", **bar):
         indices, outs = run_batch(model, batch, device, dtype)
         for index, out in zip(indices, outs):
             results[index] = out

@@ -16,8 +16,8 @@ def predict(model, reference, vcf, output, *, fmt=None, scores=DEFAULT_SCORES, c
 
     ``compile``: torch.compile the model's blocks in place (:meth:`GenoSSM.compile_blocks`): about
     a minute per window length, then about 2x faster on a GPU. Other options (device, devices,
-    precision, batch_size, radius, progress) as in :func:`genossm.score.score_table`. Returns the
-    score table; with ``devices > 1`` every rank scores and returns it, and only rank 0 writes.
+    precision, batch_size, radius, max_window, progress) as in :func:`genossm.score.score_table`.
+    Returns the score table; with ``devices > 1`` every rank scores and returns it, and only rank 0 writes.
     """
     fmt = output_format(output, fmt)  # a bad output name or device fails before any work
     options["device"] = resolve_device(options.get("device"))

@@ -37,7 +37,7 @@ import pandas as pd
 from genossm.errors import GenossmError
 from genossm.score.alleles import STATUSES, prepare_alleles
 from genossm.score.genome import Genome, centred_start
-from genossm.score.passes import Pass, PassIndex, load_model, run_passes
+from genossm.score.passes import MAX_WINDOW, Pass, PassIndex, load_model, run_passes
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,14 @@ COLUMNS = ("chrom", "pos", "ref", "alt", "id")
 
 def score_table(model, genome: Genome, table, *, contig_map=None, context=None, scores=DEFAULT_SCORES,
                 radius: int = 64, batch_size=None, device=None, devices: int = 1, precision: str = "auto",
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, max_window: int | None = MAX_WINDOW) -> pd.DataFrame:
     """Score the ALT rows of ``table`` (columns chrom, pos 1-based, ref, alt[, id]).
 
     Returns a DataFrame in the same row order: chrom, pos, ref, alt, id, one column per score
     (float32, NaN unless ok), status. ``contig_map`` maps chrom -> reference contig name (None:
     unknown); by default names are used as they are. ``model`` is a GenoSSM or a model path;
-    ``genome`` a :class:`Genome` or anything :meth:`Genome.open` takes.
+    ``genome`` a :class:`Genome` or anything :meth:`Genome.open` takes. Windows longer than
+    ``max_window`` (a ``context`` past it) run chunk by chunk (:func:`genossm.score.passes.run_passes`).
     """
     unknown = set(scores) - set(SCORES)
     if unknown:
@@ -83,7 +84,8 @@ def score_table(model, genome: Genome, table, *, contig_map=None, context=None, 
     }
     plans = {name: [planners[name](alleles[i]) for i in ok] for name in scores}
     outputs = run_passes(model, genome, index.passes, batch_size=batch_size, device=device,
-                         devices=devices, precision=precision, progress=progress, desc="scoring")
+                         devices=devices, precision=precision, progress=progress, desc="scoring",
+                         max_window=max_window)
 
     out = table.reindex(columns=list(COLUMNS)).copy()
     for name in scores:
