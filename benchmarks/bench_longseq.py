@@ -38,6 +38,8 @@ def main():
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model = GenoSSM(cfg).to(dev).eval()
     rows = []
+    print(f"model d_model={cfg.d_model} n_layer={cfg.n_layer}, chunk {chunk:,}, {dtype}, {dev}")
+    print(f"{'length':>12} {'seconds':>9} {'bases/s':>12} {'peak dev GiB':>13} {'host GiB':>9}", flush=True)
     for length in lengths:
         ids = torch.randint(0, 4, (length,), generator=torch.Generator().manual_seed(0))
         if dev.type == "cuda":
@@ -50,20 +52,17 @@ def main():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else float("nan")
-        rows.append({"length": length, "seconds": seconds, "bases_per_s": length / seconds,
-                     "peak_device_gib": peak, "host_buffer_gib": out.numel() * out.element_size()
-                     / 2**30})
+        r = {"length": length, "seconds": seconds, "bases_per_s": length / seconds, "peak_device_gib": peak,
+             "host_buffer_gib": out.numel() * out.element_size() / 2**30}
+        rows.append(r)
         del out
-    print(f"model d_model={cfg.d_model} n_layer={cfg.n_layer}, chunk {chunk:,}, {dtype}, {dev}")
-    print(f"{'length':>12} {'seconds':>9} {'bases/s':>12} {'peak dev GiB':>13} {'host GiB':>9}")
-    for r in rows:
+        # each row as it is measured: a longer length cut off by a time limit loses only itself
         print(f"{r['length']:>12,} {r['seconds']:>9.2f} {r['bases_per_s']:>12,.0f} "
-              f"{r['peak_device_gib']:>13.2f} {r['host_buffer_gib']:>9.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": str(dev), "model": cfg.to_dict(), "chunk": chunk,
-                                    "rows": rows, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
-                                   indent=1))
-
+              f"{r['peak_device_gib']:>13.2f} {r['host_buffer_gib']:>9.2f}", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"device": str(dev), "model": cfg.to_dict(), "chunk": chunk,
+                                        "rows": rows, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                       indent=1))
 
 if __name__ == "__main__":
     main()

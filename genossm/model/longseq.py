@@ -87,7 +87,8 @@ def long_forward(model: GenoSSM, input_ids, chunk_size: int = 1 << 20, device=No
 
     ``output="logits"`` returns (L, vocab) float32 log-odds as ``model(ids[None])[0]`` would;
     ``output="hidden"`` returns the residual stream (L, d_model) after ``layer`` blocks
-    (``layer=None``: after the last block and the final norm, like ``hidden_states[-1]``).
+    (``layer=None``: after the last block and the final norm, like ``hidden_states[-1]``), in
+    ``buffer_dtype``: the host buffer itself, so host memory is one L x d_model buffer.
     Results live in host memory; device memory stays O(chunk_size x d_inner). With ``dtype``
     bfloat16 or float16 the blocks run under autocast (weights as stored, activations in dtype).
     """
@@ -113,13 +114,16 @@ def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, b
         H[s:s + chunk] = model.embedding(ids[s:s + chunk].to(device)).to(H.dtype).cpu()
     for block in model.layers[:n_blocks]:
         _run_block(block, H, chunk, device, dtype)
-    if output == "hidden" and layer is not None and layer < len(model.layers):
+    if output == "hidden":
+        if n_blocks == len(model.layers):  # the final norm, written over the buffer: no second copy
+            for s in range(0, length, chunk):
+                H[s:s + chunk] = model.norm_f(H[s:s + chunk].to(device=device, dtype=dtype)).to(H.dtype).cpu()
         return H
     weight = model.embedding.weight if head_weight is None else head_weight
-    result = torch.empty(length, weight.shape[0] if output == "logits" else width)
+    result = torch.empty(length, weight.shape[0])
     for s in range(0, length, chunk):
         h = model.norm_f(H[s:s + chunk].to(device=device, dtype=dtype))
-        result[s:s + chunk] = (h @ weight.t().to(dtype) if output == "logits" else h).float().cpu()
+        result[s:s + chunk] = (h @ weight.t().to(dtype)).float().cpu()
     return result
 
 
