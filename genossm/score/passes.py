@@ -79,16 +79,16 @@ class PassIndex:
         return len(self.passes)
 
 
-def plan_batches(passes, batch_size: int, members=None):
+def plan_batches(passes, batch_size: int, indices=None):
     """Index lists of homogeneous batches (same window length and read-out kind/layer), in
-    contig/position order so that nearby windows run together; of the passes at ``members``
-    (indices; all by default)."""
+    contig/position order so that nearby windows run together; of the passes at ``indices``
+    (all by default)."""
     def group(i):
         p = passes[i]
         return (p.length, p.read[0], p.read[3] if len(p.read) > 3 else None)
 
-    members = range(len(passes)) if members is None else members
-    order = sorted(members, key=lambda i: (group(i), passes[i].contig, passes[i].start, i))
+    indices = range(len(passes)) if indices is None else indices
+    order = sorted(indices, key=lambda i: (group(i), passes[i].contig, passes[i].start, i))
     batches = []
     for _, members in groupby(order, key=group):
         members = list(members)
@@ -227,8 +227,10 @@ def run_passes(model, genome, passes, *, batch_size=None, device=None, devices: 
     long = [i for i, p in enumerate(passes) if max_window is not None and p.length > max_window]
     short = sorted(set(range(len(passes))) - set(long))
     bar = dict(file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    if long:
+        model = model.to(device).eval()
     for i in tqdm(long, desc=f"{desc} (long windows)", unit="window", **bar):
-        results[i] = run_long_pass(model.to(device).eval(), passes[i], genome, max_window, device, dtype)
+        results[i] = run_long_pass(model, passes[i], genome, max_window, device, dtype)
     if not short:
         return results
     if batch_size is None:
