@@ -16,8 +16,11 @@ model up to float rounding (tests check several chunk sizes, smaller than the co
 Linear sequences only: positions past either end are zeros, as in a full pass.
 """
 
+import sys
+
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from genossm.kernels import selective_scan
 from genossm.model.conv import anticausal_conv, causal_conv
@@ -82,8 +85,9 @@ def _run_block(block, H, chunk, device, dtype):
 @torch.no_grad()
 def long_forward(model: GenoSSM, input_ids, chunk_size: int = 1 << 20, device=None,
                  dtype=torch.float32, output: str = "logits", layer: int | None = None,
-                 buffer_dtype=torch.float32, buffer_path=None):
-    """Run ``model`` over one long sequence ``input_ids`` (L,) chunk by chunk.
+                 buffer_dtype=torch.float32, buffer_path=None, progress: bool = False):
+    """Run ``model`` over one long sequence ``input_ids`` (L,) chunk by chunk; ``progress``: a bar
+    on stderr counting blocks (each a pass over the whole sequence).
 
     ``output="logits"`` returns (L, vocab) float32 log-odds as ``model(ids[None])[0]`` would;
     ``output="hidden"`` returns the residual stream (L, d_model) after ``layer`` blocks
@@ -97,15 +101,19 @@ def long_forward(model: GenoSSM, input_ids, chunk_size: int = 1 << 20, device=No
     device = torch.device(device or next(model.parameters()).device)
     ids = torch.as_tensor(input_ids).long().reshape(-1)
     half = dtype in (torch.bfloat16, torch.float16)
-    with torch.autocast(device.type, dtype=dtype if half else torch.bfloat16, enabled=half):
+    n_blocks = len(model.layers) if layer is None else layer
+    strands = 2 if model.config.rc_equivariant else 1
+    bar = tqdm(total=n_blocks * strands, desc="long window", unit="block", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, leave=False)
+    with bar, torch.autocast(device.type, dtype=dtype if half else torch.bfloat16, enabled=half):
         if model.config.rc_equivariant:
             return _long_forward_rc(model, ids, chunk_size, device, dtype, output, layer,
-                                    buffer_dtype, buffer_path)
+                                    buffer_dtype, buffer_path, bar)
         return _trunk_long(model, ids, chunk_size, device, dtype, output, layer, buffer_dtype,
-                           buffer_path)
+                           buffer_path, bar)
 
 
-def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path,
+def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path, bar,
                 head_weight=None):
     length, width = ids.shape[0], model.config.stream_width
     n_blocks = len(model.layers) if layer is None else layer
@@ -114,6 +122,7 @@ def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, b
         H[s:s + chunk] = model.embedding(ids[s:s + chunk].to(device)).to(H.dtype).cpu()
     for block in model.layers[:n_blocks]:
         _run_block(block, H, chunk, device, dtype)
+        bar.update()
     if output == "hidden":
         if n_blocks == len(model.layers):  # the final norm, written over the buffer: no second copy
             for s in range(0, length, chunk):
@@ -127,18 +136,20 @@ def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, b
     return result
 
 
-def _long_forward_rc(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path):
+def _long_forward_rc(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path, bar):
     """RC-equivariant model: the same trunk on the sequence and on its reverse complement."""
     comp = model.complement.cpu()
     rc_ids = comp[ids].flip(0)
     rc_path = None if buffer_path is None else f"{buffer_path}.rc"
     if output == "hidden":
         fwd = _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype,
-                          buffer_path)
-        rc = _trunk_long(model, rc_ids, chunk, device, dtype, output, layer, buffer_dtype, rc_path)
+                          buffer_path, bar)
+        rc = _trunk_long(model, rc_ids, chunk, device, dtype, output, layer, buffer_dtype, rc_path,
+                         bar)
         return torch.cat([fwd.float(), rc.float().flip(0)], dim=-1)
     emb = model.embedding.weight
-    fwd = _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path)
+    fwd = _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, buffer_path,
+                      bar)
     rc = _trunk_long(model, rc_ids, chunk, device, dtype, output, layer, buffer_dtype, rc_path,
-                     head_weight=emb[model.complement])
+                     bar, head_weight=emb[model.complement])
     return fwd + rc.flip(0)

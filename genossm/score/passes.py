@@ -153,14 +153,16 @@ def read_out(out, kind: str, offset: int, count: int, reverse: bool) -> torch.Te
     return x
 
 
-def run_long_pass(model, p: Pass, genome, max_window: int, device, dtype=None) -> np.ndarray:
+def run_long_pass(model, p: Pass, genome, max_window: int, device, dtype=None,
+                  progress: bool = False) -> np.ndarray:
     """One pass through the layer-by-layer schedule of :mod:`genossm.model.longseq`, in
-    ``max_window``-base chunks: the read-out ``run_batch`` would give, up to float rounding."""
+    ``max_window``-base chunks: the read-out ``run_batch`` would give, up to float rounding.
+    ``progress``: a bar on stderr counting the model's blocks."""
     from genossm.model.longseq import long_forward
 
     ids = torch.from_numpy(p.tokens(genome))
     kind = p.read[0]
-    schedule = dict(chunk_size=max_window, device=device, dtype=dtype or torch.float32)
+    schedule = dict(chunk_size=max_window, device=device, dtype=dtype or torch.float32, progress=progress)
     if kind == "logp":
         out = long_forward(model, ids, output="logits", **schedule)  # (L, V)
     else:  # hidden_states[layer] (negative: from the end): after ``layer`` blocks, the last after the final norm
@@ -230,7 +232,7 @@ def run_passes(model, genome, passes, *, batch_size=None, device=None, devices: 
     if long:
         model = model.to(device).eval()
     for i in tqdm(long, desc=f"{desc} (long windows)", unit="window", **bar):
-        results[i] = run_long_pass(model, passes[i], genome, max_window, device, dtype)
+        results[i] = run_long_pass(model, passes[i], genome, max_window, device, dtype, progress)
     if not short:
         return results
     if batch_size is None:
