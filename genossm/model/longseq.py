@@ -123,16 +123,17 @@ def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, b
     for block in model.layers[:n_blocks]:
         _run_block(block, H, chunk, device, dtype)
         bar.update()
-    if output == "hidden":
-        if n_blocks == len(model.layers):  # the final norm, written over the buffer: no second copy
-            for s in range(0, length, chunk):
-                H[s:s + chunk] = model.norm_f(H[s:s + chunk].to(device=device, dtype=dtype)).to(H.dtype).cpu()
+    if output == "hidden" and n_blocks < len(model.layers):
         return H
+    # after the last block: the final norm, then the head; hidden states are written over the
+    # buffer (no second L x d_model copy)
     weight = model.embedding.weight if head_weight is None else head_weight
-    result = torch.empty(length, weight.shape[0])
+    result = H if output == "hidden" else torch.empty(length, weight.shape[0])
     for s in range(0, length, chunk):
         h = model.norm_f(H[s:s + chunk].to(device=device, dtype=dtype))
-        result[s:s + chunk] = (h @ weight.t().to(dtype)).float().cpu()
+        if output == "logits":
+            h = (h @ weight.t().to(dtype)).float()
+        result[s:s + chunk] = h.to(result.dtype).cpu()
     return result
 
 

@@ -43,6 +43,7 @@ TUNING = ScanTuning()
 # Tests set this to fill every kernel output with NaN before launch, so that an element a kernel
 # fails to write shows up; off otherwise, where the fills would cost a pass over each output.
 POISON_OUTPUTS = False
+_GATE_BLOCK = 1024  # elements per program of the elementwise gate kernels
 
 
 def _output(shape, device, dtype):
@@ -234,10 +235,9 @@ def gate_backward(dout, z, ypre, want_dy: bool = True, want_dz: bool = True):
     dy_dtype = torch.bfloat16 if dout.dtype == torch.bfloat16 else torch.float32
     dy = _output(dout.shape, dout.device, dy_dtype) if want_dy else None
     dz = _output(z.shape, z.device, z.dtype) if want_dz else None
-    block = 1024
-    K._gate_bwd[(triton.cdiv(dout.numel(), block),)](dout, z, ypre, dy, dz, dout.numel(),
-                                                     BLOCK=block, WRITE_DY=want_dy,
-                                                     WRITE_DZ=want_dz)
+    K._gate_bwd[(triton.cdiv(dout.numel(), _GATE_BLOCK),)](dout, z, ypre, dy, dz, dout.numel(),
+                                                           BLOCK=_GATE_BLOCK, WRITE_DY=want_dy,
+                                                           WRITE_DZ=want_dz)
     return dy, dz
 
 
@@ -245,8 +245,7 @@ def gate_forward(ypre, z):
     """ypre * silu(z) in ypre's dtype, computed in float32 without float32 temporaries."""
     ypre, z = ypre.contiguous(), z.contiguous()
     out = _output(ypre.shape, ypre.device, ypre.dtype)
-    block = 1024
-    K._gate_fwd[(triton.cdiv(ypre.numel(), block),)](ypre, z, out, ypre.numel(), BLOCK=block)
+    K._gate_fwd[(triton.cdiv(ypre.numel(), _GATE_BLOCK),)](ypre, z, out, ypre.numel(), BLOCK=_GATE_BLOCK)
     return out
 
 
