@@ -37,6 +37,9 @@ def main():
     chunk = args.chunk or (1024 if args.tiny else 1 << 20)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model = GenoSSM(cfg).to(dev).eval()
+    # untimed warm-up: compiles every kernel variant the schedule uses (3 short chunks)
+    long_forward(model, torch.randint(0, 4, (3 * 1024,)), chunk_size=1024, device=dev, dtype=dtype,
+                 output="hidden", buffer_dtype=dtype)
     rows = []
     print(f"model d_model={cfg.d_model} n_layer={cfg.n_layer}, chunk {chunk:,}, {dtype}, {dev}")
     print(f"{'length':>12} {'seconds':>9} {'bases/s':>12} {'peak dev GiB':>13} {'host GiB':>9}", flush=True)

@@ -51,6 +51,21 @@ def test_bfloat16_activations_with_float32_weights(model):
     assert 1e-5 < error < 0.05  # bf16 rounding shows, and nothing beyond it
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("output", ["logits", "hidden"])
+def test_cuda_staged_copies_equal_full_pass(model, output):
+    # on CUDA the host copies go through pinned staging buffers with deferred write-backs
+    ids = torch.randint(0, 5, (300,), generator=torch.Generator().manual_seed(7))
+    model32 = GenoSSM(model.config)
+    model32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    model32 = model32.cuda().eval()
+    with torch.no_grad():
+        logits, states = model32(ids[None].cuda(), output_hidden_states=True)
+    expected = (logits if output == "logits" else states[-1])[0].cpu()
+    got = long_forward(model32, ids, chunk_size=37, output=output)
+    torch.testing.assert_close(got.float(), expected.float(), rtol=1e-4, atol=1e-4)
+
+
 def test_rejects_unknown_output(model):
     with pytest.raises(ValueError, match="output must be"):
         long_forward(model, torch.zeros(4, dtype=torch.long), output="bogus")

@@ -14,6 +14,10 @@ to back it with a file on disk for sequences beyond host RAM). For each layer:
 Device memory is O(chunk x d_inner) whatever the length. The result equals one full pass of the
 model up to float rounding (tests check several chunk sizes, smaller than the conv width too).
 Linear sequences only: positions past either end are zeros, as in a full pass.
+
+Every chunk crosses the host link twice per layer, so on CUDA the copies go through pinned
+staging buffers (``_HostRows``): full link bandwidth, and a chunk's write-back to H finishes
+while the next chunk computes.
 """
 
 import sys
@@ -34,9 +38,68 @@ def _host_buffer(length, width, dtype, buffer_path):
                            dtype=dtype).view(length, width)
 
 
-def _x_rows(block, rows, device, dtype):
-    """x (pre-conv input of both scans) for residual rows (n, W) -> (1, n, E)."""
-    return block.mixer.x_projection(block.norm(rows.to(device=device, dtype=dtype)[None]))
+class _HostRows:
+    """Row copies between a host buffer (L, W) and the device. On CUDA through pinned staging
+    buffers: a read is one memcpy into pinned memory and one asynchronous host-to-device copy; a
+    write is an asynchronous device-to-host copy into one of two pinned buffers that lands in the
+    host buffer at a later write or at ``flush()``, so the CPU copy overlaps the next chunk's
+    compute. Rows being written must not be read before ``flush()`` (the schedule never does)."""
+
+    def __init__(self, buffer, rows, device, dtype):
+        self.buffer, self.device, self.dtype = buffer, device, dtype
+        self.staged = device.type == "cuda"
+        if self.staged:
+            def stage():
+                return torch.empty(rows, buffer.shape[1], dtype=buffer.dtype, pin_memory=True)
+            self.read_stage, self.read_done = stage(), None
+            self.write_stages = [stage(), stage()]
+            self.pending = [None, None]  # per write stage: (copy-done event, start, stop)
+            self.next_write = 0
+
+    def read(self, start, stop):
+        """Rows [start, stop) on the device in the compute dtype, (n, W)."""
+        rows = self.buffer[start:stop]
+        if not self.staged:
+            return rows.to(device=self.device, dtype=self.dtype)
+        if self.read_done is not None:  # the previous read's copy still reads the stage
+            self.read_done.synchronize()
+        stage = self.read_stage[:stop - start]
+        stage.copy_(rows)
+        out = stage.to(self.device, non_blocking=True)
+        self.read_done = torch.cuda.Event()
+        self.read_done.record(torch.cuda.current_stream(self.device))
+        return out.to(self.dtype)
+
+    def write(self, start, rows):
+        """Device rows (n, W) -> buffer[start:start + n]."""
+        stop = start + rows.shape[0]
+        if not self.staged:
+            self.buffer[start:stop] = rows.to(self.buffer.dtype).cpu()
+            return
+        i = self.next_write
+        self._land(i)
+        self.write_stages[i][:stop - start].copy_(rows.to(self.buffer.dtype), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        self.pending[i] = (done, start, stop)
+        self.next_write = 1 - i
+
+    def flush(self):
+        if self.staged:
+            for i in (self.next_write, 1 - self.next_write):  # oldest first
+                self._land(i)
+
+    def _land(self, i):
+        if self.pending[i] is not None:
+            done, start, stop = self.pending[i]
+            done.synchronize()
+            self.buffer[start:stop] = self.write_stages[i][:stop - start]
+            self.pending[i] = None
+
+
+def _x_rows(block, rows):
+    """x (pre-conv input of both scans) for device residual rows (n, W) -> (1, n, E)."""
+    return block.mixer.x_projection(block.norm(rows[None]))
 
 
 def _scan_direction(direction, u, reverse, initial_state):
@@ -46,7 +109,7 @@ def _scan_direction(direction, u, reverse, initial_state):
                           initial_state=initial_state, return_final_state=True, reverse=reverse)
 
 
-def _run_block(block, H, chunk, device, dtype):
+def _run_block(block, H, io, chunk, device, dtype):
     length = H.shape[0]
     halo = block.mixer.fwd.conv_weight.shape[1] - 1
     fwd, rev = block.mixer.fwd, block.mixer.rev
@@ -54,14 +117,14 @@ def _run_block(block, H, chunk, device, dtype):
     width = block.mixer.out_proj.in_features
 
     def left_halo(s):  # x of the halo positions before s, zero-padded at the sequence start
-        x = _x_rows(block, H[max(0, s - halo):s], device, dtype)
+        x = _x_rows(block, io.read(max(0, s - halo), s))
         return F.pad(x, (0, 0, halo - x.shape[1], 0)) if halo else None
 
     state = None
     fwd_states = []
     for s in starts:
         fwd_states.append(state)
-        x = _x_rows(block, H[s:s + chunk], device, dtype)
+        x = _x_rows(block, io.read(s, min(s + chunk, length)))
         u = F.silu(causal_conv(x, fwd.conv_weight, fwd.conv_bias, halo_left=left_halo(s)))
         _, state = _scan_direction(fwd, u, False, state)
 
@@ -69,7 +132,7 @@ def _run_block(block, H, chunk, device, dtype):
     right = torch.zeros(1, 0, width, device=device, dtype=dtype)  # x just right of the chunk
     for s, start_state in zip(reversed(starts), reversed(fwd_states)):
         e = min(s + chunk, length)
-        h = H[s:e].to(device=device, dtype=dtype)  # copied in once for the norm and the residual
+        h = io.read(s, e)  # copied in once for the norm and the residual
         normed = block.norm(h[None])
         x, z = block.mixer.x_projection(normed), block.mixer.z_projection(normed)
         u_f = F.silu(causal_conv(x, fwd.conv_weight, fwd.conv_bias, halo_left=left_halo(s)))
@@ -79,7 +142,8 @@ def _run_block(block, H, chunk, device, dtype):
         y_r, state_r = _scan_direction(rev, u_r, True, state_r)
         out = block.mixer.out_proj(((y_f.float() + y_r.float()) * F.silu(z.float())).to(dtype))
         right = torch.cat([x, right], dim=1)[:, :halo]
-        H[s:e] = (h + out[0]).to(H.dtype).cpu()
+        io.write(s, h + out[0])
+    io.flush()
 
 
 @torch.no_grad()
@@ -118,22 +182,29 @@ def _trunk_long(model, ids, chunk, device, dtype, output, layer, buffer_dtype, b
     length, width = ids.shape[0], model.config.stream_width
     n_blocks = len(model.layers) if layer is None else layer
     H = _host_buffer(length, width, buffer_dtype, buffer_path)
+    io = _HostRows(H, min(chunk, length), device, dtype)
     for s in range(0, length, chunk):
-        H[s:s + chunk] = model.embedding(ids[s:s + chunk].to(device)).to(H.dtype).cpu()
+        io.write(s, model.embedding(ids[s:s + chunk].to(device)))
+    io.flush()
     for block in model.layers[:n_blocks]:
-        _run_block(block, H, chunk, device, dtype)
+        _run_block(block, H, io, chunk, device, dtype)
         bar.update()
     if output == "hidden" and n_blocks < len(model.layers):
         return H
     # after the last block: the final norm, then the head; hidden states are written over the
     # buffer (no second L x d_model copy)
     weight = model.embedding.weight if head_weight is None else head_weight
-    result = H if output == "hidden" else torch.empty(length, weight.shape[0])
+    if output == "hidden":
+        result, out_io = H, io
+    else:
+        result = torch.empty(length, weight.shape[0])
+        out_io = _HostRows(result, min(chunk, length), device, dtype)
     for s in range(0, length, chunk):
-        h = model.norm_f(H[s:s + chunk].to(device=device, dtype=dtype))
+        h = model.norm_f(io.read(s, min(s + chunk, length)))
         if output == "logits":
             h = (h @ weight.t().to(dtype)).float()
-        result[s:s + chunk] = h.to(result.dtype).cpu()
+        out_io.write(s, h)
+    out_io.flush()
     return result
 
 
