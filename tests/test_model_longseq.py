@@ -52,8 +52,8 @@ def test_bfloat16_activations_with_float32_weights(model):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("output", ["logits", "hidden"])
-def test_cuda_staged_copies_equal_full_pass(model, output):
+@pytest.mark.parametrize("output,chunk", [("logits", 37), ("hidden", 37), ("logits", 2)])
+def test_cuda_staged_copies_equal_full_pass(model, output, chunk):
     # on CUDA the host copies go through pinned staging buffers with deferred write-backs
     ids = torch.randint(0, 5, (300,), generator=torch.Generator().manual_seed(7))
     model32 = GenoSSM(model.config)
@@ -62,7 +62,7 @@ def test_cuda_staged_copies_equal_full_pass(model, output):
     with torch.no_grad():
         logits, states = model32(ids[None].cuda(), output_hidden_states=True)
     expected = (logits if output == "logits" else states[-1])[0].cpu()
-    got = long_forward(model32, ids, chunk_size=37, output=output)
+    got = long_forward(model32, ids, chunk_size=chunk, output=output)  # 2: halo longer than a chunk
     torch.testing.assert_close(got.float(), expected.float(), rtol=1e-4, atol=1e-4)
 
 

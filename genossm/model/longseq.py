@@ -49,12 +49,13 @@ class _HostRows:
         self.buffer, self.device, self.dtype = buffer, device, dtype
         self.staged = device.type == "cuda"
         if self.staged:
-            def stage():
-                return torch.empty(rows, buffer.shape[1], dtype=buffer.dtype, pin_memory=True)
-            self.read_stage, self.read_done = stage(), None
-            self.write_stages = [stage(), stage()]
+            self.read_stage, self.read_done = self._stage(rows), None
+            self.write_stages = [self._stage(rows), self._stage(rows)]
             self.pending = [None, None]  # per write stage: (copy-done event, start, stop)
             self.next_write = 0
+
+    def _stage(self, rows):
+        return torch.empty(rows, self.buffer.shape[1], dtype=self.buffer.dtype, pin_memory=True)
 
     def read(self, start, stop):
         """Rows [start, stop) on the device in the compute dtype, (n, W)."""
@@ -63,6 +64,8 @@ class _HostRows:
             return rows.to(device=self.device, dtype=self.dtype)
         if self.read_done is not None:  # the previous read's copy still reads the stage
             self.read_done.synchronize()
+        if stop - start > self.read_stage.shape[0]:  # a conv halo longer than the chunk
+            self.read_stage = self._stage(stop - start)
         stage = self.read_stage[:stop - start]
         stage.copy_(rows)
         out = stage.to(self.device, non_blocking=True)
