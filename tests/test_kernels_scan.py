@@ -106,6 +106,26 @@ def test_triton_scan_matches_reference(case, device):
         assert rel(g, g_ref) < tol * 4, (name, rel(g, g_ref))
 
 
+@pytest.mark.parametrize("dtype,reverse", [(torch.float32, False), (torch.bfloat16, True)])
+def test_lowest_delta_is_a_skipped_position(device, dtype, reverse):
+    # the inference dt filter (genossm.model.dt_filter) sets delta to its dtype's lowest value:
+    # softplus must give dt = 0 exactly (no decay, no write), with nothing overflowing to NaN
+    x = make_inputs(1, 2 * CHUNK + 3, 8, 4, dtype, device, seed=11)
+    skipped = torch.rand(x["delta"].shape, generator=torch.Generator().manual_seed(3)).to(device) < 0.7
+    delta = x["delta"].masked_fill(skipped, torch.finfo(dtype).min)
+    kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], initial_state=x["initial_state"],
+              delta_softplus=True, return_final_state=True, reverse=reverse)
+    y, h = selective_scan_triton(x["u"], delta, x["A"], x["B"], x["C"], chunk_size=CHUNK, **kw)
+    assert not torch.isnan(y).any() and not torch.isnan(h).any()
+    # the reference with the skipped positions' dt written as 0 directly (no softplus involved)
+    dt = F.softplus(x["delta"].double() + x["delta_bias"].double()).masked_fill(skipped, 0)
+    kw.update(delta_bias=None, delta_softplus=False)
+    y_ref, h_ref = selective_scan_naive(x["u"].double(), dt, x["A"].double(), x["B"].double(),
+                                        x["C"].double(), **{k: v.double() if torch.is_tensor(v) else v
+                                                            for k, v in kw.items()})
+    assert rel(y, y_ref) < TOL[dtype] and rel(h, h_ref) < TOL[dtype]
+
+
 def test_other_super_block_size_matches_reference(device, monkeypatch):
     # 4 two-position groups per super-block instead of 8: other walk and look-ahead boundaries
     monkeypatch.setattr(op.TUNING, "groups", 4)

@@ -13,33 +13,18 @@ reaching 1M (state decay), or channels that do reach it but hold the wrong thing
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-DIRECTION_NAMES = ("forward", "reverse")
+from genossm.model.dt_filter import channel_dts, horizons_from_dt
 
 
 @torch.inference_mode()
 def memory_horizons(model, ids: torch.Tensor, dtype=None) -> list[dict]:
     """Every channel's horizon in bases over the sequences ``ids`` (B, L) (on the model's device),
     per layer and scan direction, in layer order: [{"layer", "direction", "horizons": (E,) numpy
-    float64}]. dt is computed as the scan computes it (softplus of the dt projection plus its
-    bias), under autocast to ``dtype`` when given. Reverse-complement-equivariant models: the
-    forward strand's stream (the same blocks run on the reverse complement)."""
-    out = []
-    with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
-        hidden = model.embedding(ids.long())  # (B, L, W)
-        for index, layer in enumerate(model.layers):
-            mixer = layer.mixer
-            x = mixer.x_projection(layer.norm(hidden))  # (B, L, E)
-            for name, direction, u in zip(DIRECTION_NAMES, (mixer.fwd, mixer.rev), mixer.conv_inputs(x)):
-                delta, _, _ = direction.scan_inputs(u)
-                A, _, bias = direction.scan_params()
-                dt = F.softplus(delta.float() + bias)  # (B, L, E)
-                rate = dt.mean(dim=(0, 1)) * A.abs().min(dim=1).values  # (E,) per base
-                out.append({"layer": index, "direction": name,
-                            "horizons": (1 / rate.double()).cpu().numpy()})
-            hidden = layer(hidden)
-    return out
+    float64}]. dt is computed as the scan computes it (``genossm.model.dt_filter.channel_dts``: the
+    dt filter included, when set), under autocast to ``dtype`` when given."""
+    return [{"layer": index, "direction": name, "horizons": horizons_from_dt(direction, dt).cpu().numpy()}
+            for index, name, direction, dt in channel_dts(model, ids, dtype)]
 
 
 def horizon_summary(horizons: list[dict], lengths) -> list[dict]:

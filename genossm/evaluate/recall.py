@@ -35,6 +35,7 @@ from genossm.evaluate.recall_task import (
     neighbourhood_fits,
 )
 from genossm.model import GenoSSM, GenoSSMConfig
+from genossm.model.dt_filter import calibrate_dt_filter, clear_dt_filter
 from genossm.score.passes import autocast_dtype, resolve_device
 from genossm.tokenize import decode
 from genossm.train.module import warmup_cosine
@@ -44,6 +45,7 @@ log = logging.getLogger("genossm.evaluate")
 DIRECTIONS = ("forward", "mirror")
 TOKENS_PER_BATCH = {"cuda": 1 << 22, "cpu": 1 << 15}  # evaluation tokens per forward pass
 _TRAIN, _EVAL, _KEY, _BACKGROUND = 0, 1, 2, 3  # random streams of a seed
+FILTERED_METRICS = ("accuracy", "exact_match", "bits_per_base")  # recorded again with the dt filter
 HORIZON_SEQUENCES = 4  # random background sequences of train_length bases for the memory horizons
 
 
@@ -83,6 +85,10 @@ class RecallConfig:
     n_layer: int = 2
     dt_min: float = 0.001  # the model's smallest initial dt: initial memory horizons up to 1/dt_min bases
     examples: int = 64  # evaluation sequences per (seed, direction, length)
+    # also evaluate, on the same sequences, with the inference-time dt filter of
+    # genossm.model.dt_filter at this quantile (calibrated on random background of train_length
+    # bases; channels whose horizon reaches train_length); None: plain model only
+    dt_filter: float | None = None
     neighbourhood: int = 1024  # bases each side of the masked value in the truncated baseline
     tokens_per_batch: int | None = None  # evaluation batch size in tokens [4M on GPU, 32k on CPU]
 
@@ -131,6 +137,8 @@ class RecallConfig:
             _bad("stop_loss", f"must be >= 0, got {self.stop_loss}")
         if self.max_train_seconds is not None and self.max_train_seconds <= 0:
             _bad("max_train_seconds", f"must be > 0, got {self.max_train_seconds}")
+        if self.dt_filter is not None and not 0 < self.dt_filter < 1:
+            _bad("dt_filter", f"must be a quantile in (0, 1), got {self.dt_filter}")
         if not 0 < self.dt_min <= GenoSSMConfig.dt_max:
             _bad("dt_min", f"must be in (0, {GenoSSMConfig.dt_max}], got {self.dt_min}")
         if self.lr <= 0 or self.warmup_steps < 0:
@@ -165,22 +173,30 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
         model.eval()
         if save_models is not None:
             model.save_pretrained(Path(save_models) / f"seed{seed}")
-        background = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_BACKGROUND,))).integers(
-            0, 4, (HORIZON_SEQUENCES, config.train_length))
-        horizons = horizon_summary(memory_horizons(model, torch.from_numpy(background).to(device), dtype),
-                                   config.lengths)
+        background = torch.from_numpy(np.random.default_rng(np.random.SeedSequence(
+            seed, spawn_key=(_BACKGROUND,))).integers(0, 4, (HORIZON_SEQUENCES, config.train_length))).to(device)
+        horizons = horizon_summary(memory_horizons(model, background, dtype), config.lengths)
         training[-1]["memory_horizons"] = horizons
         log.info(f"recall seed {seed}: longest memory horizon, bases: "
                  + ", ".join(f"layer {h['layer']} {h['direction']} {h['longest']:,.0f}" for h in horizons))
-        for li, length in enumerate(config.lengths):
-            for direction in config.directions:
-                rng = np.random.default_rng(np.random.SeedSequence(
-                    seed, spawn_key=(_EVAL, li, DIRECTIONS.index(direction))))
-                row = evaluate_recall(model, config, key, rng, length, direction == "mirror", device, dtype,
-                                      tokens_per_batch)
-                results.append({"seed": seed, "direction": direction, "length": length, **row})
-                log.info(f"recall seed {seed} {direction} {length:,}: accuracy {row['accuracy']:.4f}, "
-                         f"truncated {row['truncated_accuracy']:.4f}")
+        rows = [{"seed": seed, "direction": direction, "length": length, "stream": (li, direction)}
+                for li, length in enumerate(config.lengths) for direction in config.directions]
+        for row in rows:
+            row.update(_evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch))
+            log.info(f"recall seed {seed} {row['direction']} {row['length']:,}: accuracy {row['accuracy']:.4f}, "
+                     f"truncated {row['truncated_accuracy']:.4f}")
+        if config.dt_filter is not None:  # the same sequences again, through the dt filter
+            channels = calibrate_dt_filter(model, background, config.dt_filter, config.train_length, dtype)
+            training[-1]["dt_filter"] = {"quantile": config.dt_filter, "min_horizon": config.train_length,
+                                         "channels": channels, "memory_horizons": horizon_summary(
+                                             memory_horizons(model, background, dtype), config.lengths)}
+            for row in rows:
+                metrics = _evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch)
+                row.update({f"filtered_{k}": metrics[k] for k in FILTERED_METRICS})
+                log.info(f"recall seed {seed} {row['direction']} {row['length']:,}, dt filter "
+                         f"{config.dt_filter}: accuracy {row['filtered_accuracy']:.4f}")
+            clear_dt_filter(model)
+        results += [{k: v for k, v in row.items() if k != "stream"} for row in rows]
     return {"config": asdict(replace(config, tokens_per_batch=tokens_per_batch)),
             "precision": "bf16" if dtype is not None else "fp32",
             "training": training, "results": results, "summary": summarize(results, config.value_length)}
@@ -270,6 +286,14 @@ def masked_log2_probs(model, ids: np.ndarray, starts: np.ndarray, count: int, de
     return picked.log_softmax(-1) / math.log(2)
 
 
+def _evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch) -> dict:
+    """evaluate_recall on the row's own sequences (the same ones on every call)."""
+    li, direction = row["stream"]
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_EVAL, li, DIRECTIONS.index(direction))))
+    return evaluate_recall(model, config, key, rng, row["length"], direction == "mirror", device, dtype,
+                           tokens_per_batch)
+
+
 @torch.inference_mode()
 def evaluate_recall(model, config: RecallConfig, key, rng, length: int, mirror: bool, device, dtype,
                     tokens_per_batch: int) -> dict:
@@ -312,7 +336,10 @@ def summarize(results: list, value_length: int) -> list:
     for direction, length in keys:
         rows = [r for r in results if r["direction"] == direction and r["length"] == length]
         entry = {"direction": direction, "length": length, "seeds": len(rows)}
-        for metric in ("accuracy", "exact_match", "bits_per_base", "truncated_accuracy", "truncated_exact_match"):
+        metrics = ["accuracy", "exact_match", "bits_per_base", "truncated_accuracy", "truncated_exact_match"]
+        if "filtered_accuracy" in rows[0]:
+            metrics += [f"filtered_{k}" for k in FILTERED_METRICS]
+        for metric in metrics:
             values = np.array([r[metric] for r in rows])
             entry[metric] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                              "min": float(values.min())}

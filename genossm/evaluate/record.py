@@ -80,11 +80,15 @@ def recall_table(record: dict) -> str:
              f"{len(c['seeds'])} seed(s) x "
              f"{c['examples']} sequences per row; mean ± sd over seeds",
              f"{'direction':<10}{'length':>11}  {'accuracy':>17}  {'exact match':>17}  "
-             f"{'truncated context':>17}  {'chance':>6}"]
+             f"{'truncated context':>17}  {'chance':>6}"
+             + (f"  {'dt filter ' + format(c['dt_filter'], 'g') + ': accuracy':>26}  {'exact match':>17}"
+                if c.get("dt_filter") is not None else "")]
     for row in record["summary"]:
         lines.append(f"{row['direction']:<10}{row['length']:>11,}  {_mean_sd(row['accuracy']):>17}  "
                      f"{_mean_sd(row['exact_match']):>17}  {_mean_sd(row['truncated_accuracy']):>17}  "
-                     f"{row['chance_accuracy']:>6.4f}")
+                     f"{row['chance_accuracy']:>6.4f}"
+                     + (f"  {_mean_sd(row['filtered_accuracy']):>26}  {_mean_sd(row['filtered_exact_match']):>17}"
+                        if "filtered_accuracy" in row else ""))
     lines.append("longest memory horizon (bases) per seed, layer and scan direction: "
                  + "; ".join(f"seed {run['seed']}: " + ", ".join(
                      f"{h['layer']}{h['direction'][0]} {h['longest']:,.0f}" for h in run["memory_horizons"])

@@ -52,6 +52,8 @@ class ScanDirection(nn.Module):
         # S4D-real: A[d, n] = -(n + 1)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1).float()).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
+        # (E,) inference-time dt filter (genossm.model.dt_filter); None: off. Not saved
+        self.register_buffer("dt_threshold", None, persistent=False)
 
     def low_rank_inputs(self, u):
         """u (B, L, E) conv+silu output -> (dt_low (B, L, R), B (B, L, N), C (B, L, N)): the x
@@ -60,10 +62,18 @@ class ScanDirection(nn.Module):
         return torch.split(dbc, [self.dt_rank, self.d_state, self.d_state], dim=-1)
 
     def scan_inputs(self, u):
-        """u (B, L, E) -> (delta (B, L, E), B, C)."""
+        """u (B, L, E) -> (delta (B, L, E), B, C), with the dt filter applied when set."""
         dt_low, B, C = self.low_rank_inputs(u)
         delta = F.linear(dt_low, self.dt_proj.weight)  # the bias enters the scan as delta_bias
-        return delta, B, C
+        return self.filter_delta(delta), B, C
+
+    def filter_delta(self, delta):
+        """Where dt = softplus(delta + bias) is below ``dt_threshold``, delta becomes its dtype's
+        lowest value, whose softplus is exactly 0: those positions neither decay nor write."""
+        if self.dt_threshold is None:
+            return delta
+        dt = F.softplus(delta.float() + self.dt_proj.bias.float())
+        return delta.masked_fill(dt < self.dt_threshold, torch.finfo(delta.dtype).min)
 
     def scan_params(self):
         return -torch.exp(self.A_log.float()), self.D.float(), self.dt_proj.bias.float()
@@ -103,17 +113,22 @@ class BiMambaMixer(nn.Module):
             u_f, u_r = checkpoint(self.conv_inputs, x, use_reentrant=False)
         else:
             u_f, u_r = self.conv_inputs(x)
-        dt_f, B_f, C_f = self.fwd.low_rank_inputs(u_f)
-        dt_r, B_r, C_r = self.rev.low_rank_inputs(u_r)
         A_f, D_f, bias_f = self.fwd.scan_params()
         A_r, D_r, bias_r = self.rev.scan_params()
-        # the dt and output projections inside the op: backward then keeps neither delta nor the
-        # gated output, nor their gradients, through the scans' backward
+        if self.fwd.dt_threshold is None and self.rev.dt_threshold is None:
+            # the dt and output projections inside the op: backward then keeps neither delta nor
+            # the gated output, nor their gradients, through the scans' backward
+            dt_f, B_f, C_f = self.fwd.low_rank_inputs(u_f)
+            dt_r, B_r, C_r = self.rev.low_rank_inputs(u_r)
+            dt_weights = {"dt_weight_f": self.fwd.dt_proj.weight, "dt_weight_r": self.rev.dt_proj.weight}
+        else:  # the dt filter (inference) works on the full delta
+            dt_f, B_f, C_f = self.fwd.scan_inputs(u_f)
+            dt_r, B_r, C_r = self.rev.scan_inputs(u_r)
+            dt_weights = {}
         return bidirectional_selective_scan(u_f, dt_f, A_f, B_f, C_f, D_f, bias_f,
                                             u_r, dt_r, A_r, B_r, C_r, D_r, bias_r, z,
                                             delta_softplus=True, out_weight=self.out_proj.weight,
-                                            dt_weight_f=self.fwd.dt_proj.weight,
-                                            dt_weight_r=self.rev.dt_proj.weight)
+                                            **dt_weights)
 
 
 class Block(nn.Module):
