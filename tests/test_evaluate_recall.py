@@ -154,7 +154,7 @@ def test_truncated_context_keeps_the_query_and_drops_the_pair():
     ({"lengths": (512, 2048), "neighbourhood": 240}, "neighbourhood"),  # 512: the crop reaches the pair
     ({"max_train_seconds": 0.0}, "max_train_seconds"),
     ({"dt_min": 0.5}, "dt_min"),  # above the model's dt_max
-    ({"dt_filter": 1.0}, "dt_filter"),
+    ({"dt_filter": (0.9, 1.0)}, "dt_filter"),
 ])
 def test_bad_settings_are_refused(change, match):
     config = RecallConfig(**{**RecallConfig.smoke().__dict__, **change})
@@ -259,28 +259,31 @@ def test_cli_saves_the_models_it_evaluates(tmp_path, one_thread):
 
 
 def test_cli_dt_filter_scores_the_same_sequences_again(tmp_path, one_thread):
-    """--dt-filter: every row also holds the filtered metrics, the training record the calibration
-    (channels filtered per layer and direction) and the filtered horizons; the table a column."""
+    """--dt-filter: every row also holds the metrics under each quantile's filter, the training
+    record each calibration (channels filtered per layer and direction) and the filtered horizons;
+    the table a column per quantile."""
     out = tmp_path / "recall.json"
     done = CliRunner().invoke(main, ["evaluate", "recall", "--smoke", "--no-progress", "--seeds", "0", "--steps", "2",
                                      "--lengths", "512,2048", "--examples", "2", "--dt-min", "1e-5",
-                                     "--dt-filter", "0.9", "-o", str(out)])
+                                     "--dt-filter", "0.9,0.99", "-o", str(out)])
     assert done.exit_code == 0, done.stderr
     record = json.loads(out.read_text())
-    assert record["config"]["dt_filter"] == 0.9
+    assert record["config"]["dt_filter"] == [0.9, 0.99]
     for row in record["results"]:
-        assert 0 <= row["filtered_accuracy"] <= 1 and row["filtered_bits_per_base"] > 0
+        for q in ("0.9", "0.99"):
+            assert 0 <= row[f"dt_filter_{q}_accuracy"] <= 1 and row[f"dt_filter_{q}_bits_per_base"] > 0
         assert "stream" not in row
     (run,) = record["training"]
-    filt = run["dt_filter"]
-    assert filt["quantile"] == 0.9 and filt["min_horizon"] == RecallConfig.smoke().train_length
-    assert [(c["layer"], c["direction"]) for c in filt["channels"]] == [(h["layer"], h["direction"])
-                                                                      for h in filt["memory_horizons"]]
-    assert sum(c["filtered_channels"] for c in filt["channels"]) > 0  # dt_min 1e-5: long horizons
-    # skipping positions can only lengthen a channel's memory (layer 0: its input is the same)
-    assert all(f["longest"] >= h["longest"] for f, h in zip(filt["memory_horizons"][:2], run["memory_horizons"]))
-    assert all("filtered_accuracy" in row for row in record["summary"])
-    assert "dt filter 0.9: accuracy" in done.stdout
+    assert [f["quantile"] for f in run["dt_filter"]] == [0.9, 0.99]
+    for filt in run["dt_filter"]:
+        assert filt["min_horizon"] == RecallConfig.smoke().train_length
+        assert [(c["layer"], c["direction"]) for c in filt["channels"]] == [(h["layer"], h["direction"])
+                                                                          for h in filt["memory_horizons"]]
+        assert sum(c["filtered_channels"] for c in filt["channels"]) > 0  # dt_min 1e-5: long horizons
+        # skipping positions can only lengthen a channel's memory (layer 0: its input is the same)
+        assert all(f["longest"] >= h["longest"] for f, h in zip(filt["memory_horizons"][:2], run["memory_horizons"]))
+    assert all("dt_filter_0.99_exact_match" in row for row in record["summary"])
+    assert "dt filter 0.9" in done.stdout and "dt filter 0.99" in done.stdout
 
 
 def test_cli_json_to_stdout(one_thread):

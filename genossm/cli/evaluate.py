@@ -88,10 +88,10 @@ def evaluate():
               help="The model's smallest initial dt; its channels' initial memory horizons reach 1/dt-min bases "
                    "[0.001].")
 @click.option("--examples", type=click.IntRange(min=1), help="Evaluation sequences per seed, direction, length [64].")
-@click.option("--dt-filter", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Also evaluate the same sequences with the inference-time dt filter at this quantile "
-                   "(genossm.model.dt_filter: long-memory channels skip the positions where their dt is below "
-                   "it) [off].")
+@click.option("--dt-filter", type=NumberList(float),
+              help="Comma-separated quantiles: also evaluate the same sequences with the inference-time dt filter "
+                   "at each (genossm.model.dt_filter: long-memory channels skip the positions where their dt is "
+                   "below that quantile) [off].")
 @click.option("--neighbourhood", type=click.IntRange(min=1),
               help="Truncated-context baseline: bases kept on each side of the masked value [1024].")
 @click.option("--tokens-per-batch", type=click.IntRange(min=1),

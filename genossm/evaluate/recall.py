@@ -45,7 +45,7 @@ log = logging.getLogger("genossm.evaluate")
 DIRECTIONS = ("forward", "mirror")
 TOKENS_PER_BATCH = {"cuda": 1 << 22, "cpu": 1 << 15}  # evaluation tokens per forward pass
 _TRAIN, _EVAL, _KEY, _BACKGROUND = 0, 1, 2, 3  # random streams of a seed
-FILTERED_METRICS = ("accuracy", "exact_match", "bits_per_base")  # recorded again with the dt filter
+FILTERED_METRICS = ("accuracy", "exact_match", "bits_per_base")  # recorded again per dt filter quantile
 HORIZON_SEQUENCES = 4  # random background sequences of train_length bases for the memory horizons
 
 
@@ -86,9 +86,9 @@ class RecallConfig:
     dt_min: float = 0.001  # the model's smallest initial dt: initial memory horizons up to 1/dt_min bases
     examples: int = 64  # evaluation sequences per (seed, direction, length)
     # also evaluate, on the same sequences, with the inference-time dt filter of
-    # genossm.model.dt_filter at this quantile (calibrated on random background of train_length
-    # bases; channels whose horizon reaches train_length); None: plain model only
-    dt_filter: float | None = None
+    # genossm.model.dt_filter at each of these quantiles (calibrated on random background of
+    # train_length bases; channels whose horizon reaches train_length); (): plain model only
+    dt_filter: tuple = ()
     neighbourhood: int = 1024  # bases each side of the masked value in the truncated baseline
     tokens_per_batch: int | None = None  # evaluation batch size in tokens [4M on GPU, 32k on CPU]
 
@@ -137,8 +137,8 @@ class RecallConfig:
             _bad("stop_loss", f"must be >= 0, got {self.stop_loss}")
         if self.max_train_seconds is not None and self.max_train_seconds <= 0:
             _bad("max_train_seconds", f"must be > 0, got {self.max_train_seconds}")
-        if self.dt_filter is not None and not 0 < self.dt_filter < 1:
-            _bad("dt_filter", f"must be a quantile in (0, 1), got {self.dt_filter}")
+        if not all(0 < q < 1 for q in self.dt_filter):
+            _bad("dt_filter", f"must be quantiles in (0, 1), got {list(self.dt_filter)}")
         if not 0 < self.dt_min <= GenoSSMConfig.dt_max:
             _bad("dt_min", f"must be in (0, {GenoSSMConfig.dt_max}], got {self.dt_min}")
         if self.lr <= 0 or self.warmup_steps < 0:
@@ -185,16 +185,17 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
             row.update(_evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch))
             log.info(f"recall seed {seed} {row['direction']} {row['length']:,}: accuracy {row['accuracy']:.4f}, "
                      f"truncated {row['truncated_accuracy']:.4f}")
-        if config.dt_filter is not None:  # the same sequences again, through the dt filter
-            channels = calibrate_dt_filter(model, background, config.dt_filter, config.train_length, dtype)
-            training[-1]["dt_filter"] = {"quantile": config.dt_filter, "min_horizon": config.train_length,
-                                         "channels": channels, "memory_horizons": horizon_summary(
-                                             memory_horizons(model, background, dtype), config.lengths)}
+        training[-1]["dt_filter"] = []
+        for quantile in config.dt_filter:  # the same sequences again, through the dt filter
+            channels = calibrate_dt_filter(model, background, quantile, config.train_length, dtype)
+            training[-1]["dt_filter"].append({
+                "quantile": quantile, "min_horizon": config.train_length, "channels": channels,
+                "memory_horizons": horizon_summary(memory_horizons(model, background, dtype), config.lengths)})
             for row in rows:
                 metrics = _evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch)
-                row.update({f"filtered_{k}": metrics[k] for k in FILTERED_METRICS})
-                log.info(f"recall seed {seed} {row['direction']} {row['length']:,}, dt filter "
-                         f"{config.dt_filter}: accuracy {row['filtered_accuracy']:.4f}")
+                row.update({filtered_key(quantile, k): metrics[k] for k in FILTERED_METRICS})
+                log.info(f"recall seed {seed} {row['direction']} {row['length']:,}, dt filter {quantile:g}: "
+                         f"accuracy {metrics['accuracy']:.4f}")
             clear_dt_filter(model)
         results += [{k: v for k, v in row.items() if k != "stream"} for row in rows]
     return {"config": asdict(replace(config, tokens_per_batch=tokens_per_batch)),
@@ -286,6 +287,11 @@ def masked_log2_probs(model, ids: np.ndarray, starts: np.ndarray, count: int, de
     return picked.log_softmax(-1) / math.log(2)
 
 
+def filtered_key(quantile: float, metric: str) -> str:
+    """The result key of ``metric`` under the dt filter at ``quantile``: dt_filter_0.9_accuracy."""
+    return f"dt_filter_{quantile:g}_{metric}"
+
+
 def _evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch) -> dict:
     """evaluate_recall on the row's own sequences (the same ones on every call)."""
     li, direction = row["stream"]
@@ -337,8 +343,7 @@ def summarize(results: list, value_length: int) -> list:
         rows = [r for r in results if r["direction"] == direction and r["length"] == length]
         entry = {"direction": direction, "length": length, "seeds": len(rows)}
         metrics = ["accuracy", "exact_match", "bits_per_base", "truncated_accuracy", "truncated_exact_match"]
-        if "filtered_accuracy" in rows[0]:
-            metrics += [f"filtered_{k}" for k in FILTERED_METRICS]
+        metrics += [k for k in rows[0] if k.startswith("dt_filter_")]
         for metric in metrics:
             values = np.array([r[metric] for r in rows])
             entry[metric] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,

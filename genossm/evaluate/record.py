@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from genossm import __version__
+from genossm.evaluate.recall import filtered_key
 from genossm.utils.atomic import atomic_output
 
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -75,20 +76,19 @@ def recall_table(record: dict) -> str:
     c = record["config"]
     reached = ", ".join(f"{run['length_schedule'][-1][1]:,}" for run in record["training"])
     steps = ", ".join(f"{run['steps']:,} ({run['stopped']})" for run in record["training"])
+    filters = "; dt filter columns: accuracy with the filter at each quantile" if c["dt_filter"] else ""
     lines = [f"Long-range recall: key {c['key_length']} + value {c['value_length']} bases; trained {steps} steps "
              f"per seed on {c['min_train_length']:,}-{c['train_length']:,} bases (longest reached: {reached}); "
              f"{len(c['seeds'])} seed(s) x "
-             f"{c['examples']} sequences per row; mean ± sd over seeds",
+             f"{c['examples']} sequences per row; mean ± sd over seeds{filters}",
              f"{'direction':<10}{'length':>11}  {'accuracy':>17}  {'exact match':>17}  "
              f"{'truncated context':>17}  {'chance':>6}"
-             + (f"  {'dt filter ' + format(c['dt_filter'], 'g') + ': accuracy':>26}  {'exact match':>17}"
-                if c.get("dt_filter") is not None else "")]
+             + "".join(f"  {'dt filter ' + format(q, 'g'):>17}" for q in c["dt_filter"])]
     for row in record["summary"]:
         lines.append(f"{row['direction']:<10}{row['length']:>11,}  {_mean_sd(row['accuracy']):>17}  "
                      f"{_mean_sd(row['exact_match']):>17}  {_mean_sd(row['truncated_accuracy']):>17}  "
                      f"{row['chance_accuracy']:>6.4f}"
-                     + (f"  {_mean_sd(row['filtered_accuracy']):>26}  {_mean_sd(row['filtered_exact_match']):>17}"
-                        if "filtered_accuracy" in row else ""))
+                     + "".join(f"  {_mean_sd(row[filtered_key(q, 'accuracy')]):>17}" for q in c["dt_filter"]))
     lines.append("longest memory horizon (bases) per seed, layer and scan direction: "
                  + "; ".join(f"seed {run['seed']}: " + ", ".join(
                      f"{h['layer']}{h['direction'][0]} {h['longest']:,.0f}" for h in run["memory_horizons"])
