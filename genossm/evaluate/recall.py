@@ -10,7 +10,9 @@ bases each side of the masked value, so the key is visible but the pair is not):
 sit at chance, or the task leaks information locally.
 
 Metrics per (seed, direction, length): per-base accuracy, exact match of the whole value, and
-cross-entropy in bits per base (over A/C/G/T). ``run_recall`` returns them JSON-ready.
+cross-entropy in bits per base (over A/C/G/T). ``run_recall`` returns them JSON-ready. With
+``dt_filter`` quantiles the same sequences are scored again under the inference-time dt filter
+(``genossm.model.dt_filter``) at each quantile, calibrated on the seed's random background.
 """
 
 import logging
