@@ -24,7 +24,7 @@ from genossm.evaluate.recall_task import (
     neighbourhood_crop,
     neighbourhood_fits,
 )
-from genossm.model import GenoSSM
+from genossm.model import GenoSSM, GenoSSMConfig
 from genossm.tokenize import MASK
 
 CLI = [sys.executable, "-c", "from genossm.cli import main; main()", "evaluate", "recall", "--threads", "1",
@@ -256,6 +256,30 @@ def test_cli_saves_the_models_it_evaluates(tmp_path, one_thread):
             [(i, d) for i in range(model.config.n_layer) for d in ("forward", "reverse")]
         assert all(h["longest"] >= h["median"] > 0 and set(h["channels_reaching"]) == {"512"} for h in rows)
     assert "longest memory horizon" in done.stdout
+    # --load-models: the saved models, not trained again, give the same numbers on the same sequences
+    again = tmp_path / "again.json"
+    done = CliRunner().invoke(main, ["evaluate", "recall", "--smoke", "--no-progress", "--seeds", "0,1",
+                                     "--lengths", "512", "--examples", "2", "--load-models", str(models),
+                                     "-o", str(again)])
+    assert done.exit_code == 0, done.stderr
+    loaded = json.loads(again.read_text())
+    assert [run["loaded_from"] for run in loaded["training"]] == [str(models / "seed0"), str(models / "seed1")]
+    assert [run["memory_horizons"] for run in loaded["training"]] == [run["memory_horizons"]
+                                                                     for run in record["training"]]
+    assert loaded["results"] == record["results"]
+    assert f"models loaded from {models}" in done.stdout
+
+
+def test_cli_load_models_refuses_a_missing_seed_or_other_training_length(tmp_path, one_thread):
+    models = tmp_path / "models"
+    GenoSSM(GenoSSMConfig(d_model=16, n_layer=2, context_length=1024)).save_pretrained(models / "seed0")
+    base = ["evaluate", "recall", "--smoke", "--no-progress", "--lengths", "512", "--examples", "2",
+            "--load-models", str(models), "-o", str(tmp_path / "out.json")]
+    done = CliRunner().invoke(main, [*base, "--seeds", "1"])
+    assert done.exit_code == 2 and "seed1" in done.stderr and "--save-models" in done.stderr
+    done = CliRunner().invoke(main, [*base, "--seeds", "0"])
+    assert done.exit_code == 2 and "--train-length 1024" in done.stderr
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_cli_dt_filter_scores_the_same_sequences_again(tmp_path, one_thread):

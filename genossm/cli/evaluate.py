@@ -98,7 +98,10 @@ def evaluate():
               help="Evaluation tokens per forward pass [4M GPU, 32k CPU].")
 @click.option("--save-models", type=click.Path(file_okay=False),
               help="Directory to save each seed's trained model in (seed<N>/, as genossm train exports).")
-def recall(output, smoke, device, precision, threads, progress, directions, save_models, **sizes):
+@click.option("--load-models", type=click.Path(exists=True, file_okay=False),
+              help="Evaluate the models a --save-models run saved here (seed<N>/) instead of training; the "
+                   "same seeds give the same evaluation sequences.")
+def recall(output, smoke, device, precision, threads, progress, directions, save_models, load_models, **sizes):
     """Long-range recall: a key k-mer with a value planted early, the key again late with the value
     masked; train at <= 8 kb, evaluate at each length without retraining, for several seeds, against
     chance and the same model given only the query's neighbourhood."""
@@ -109,7 +112,7 @@ def recall(output, smoke, device, precision, threads, progress, directions, save
         sizes["directions"] = (directions,)
     preset = RecallConfig.smoke() if smoke else RecallConfig()
     config = dataclasses.replace(preset, **{k: v for k, v in sizes.items() if v is not None})
-    _run("recall", lambda dev: run_recall(config, dev, precision, progress, save_models), recall_table, output,
+    _run("recall", lambda dev: run_recall(config, dev, precision, progress, save_models, load_models), recall_table, output,
          device, threads, smoke)
 
 

@@ -152,11 +152,13 @@ def _bad(name, problem):
 
 
 def run_recall(config: RecallConfig, device=None, precision: str = "auto", progress: bool = True,
-               save_models=None) -> dict:
+               save_models=None, load_models=None) -> dict:
     """Train and evaluate one model per seed; returns {"config", "training", "results", "summary"}.
     Each seed's training record holds its model's memory horizons on random background
     (``genossm.evaluate.horizon``). With ``save_models`` (a directory) each seed's trained model is
-    saved there as ``seed<N>/`` (``GenoSSM.save_pretrained``)."""
+    saved there as ``seed<N>/`` (``GenoSSM.save_pretrained``); with ``load_models`` (such a
+    directory) each seed's model is loaded from there instead of trained, and evaluated on the same
+    sequences as when it was trained (the key, the sequences and the background follow the seed)."""
     config.check()
     device = resolve_device(device)
     dtype = autocast_dtype(precision, device)
@@ -164,14 +166,18 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
     training, results = [], []
     for seed in config.seeds:
         key = make_key(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY,))), config.key_length)
-        start = time.perf_counter()
-        model, curve, stages, stopped = train_recall_model(config, key, seed, device, dtype, progress)
-        training.append({"seed": seed, "key": decode(key), "steps": curve[-1][0], "stopped": stopped,
-                         "final_train_loss": curve[-1][1], "loss_curve": curve, "length_schedule": stages,
-                         "train_seconds": time.perf_counter() - start})
-        log.info(f"recall seed {seed}: trained {curve[-1][0]} steps ({stopped}) in "
-                 f"{training[-1]['train_seconds']:.0f} s, final loss {curve[-1][1]:.4f} nats "
-                 f"(chance {math.log(4):.3f})")
+        if load_models is None:
+            start = time.perf_counter()
+            model, curve, stages, stopped = train_recall_model(config, key, seed, device, dtype, progress)
+            training.append({"seed": seed, "key": decode(key), "steps": curve[-1][0], "stopped": stopped,
+                             "final_train_loss": curve[-1][1], "loss_curve": curve, "length_schedule": stages,
+                             "train_seconds": time.perf_counter() - start})
+            log.info(f"recall seed {seed}: trained {curve[-1][0]} steps ({stopped}) in "
+                     f"{training[-1]['train_seconds']:.0f} s, final loss {curve[-1][1]:.4f} nats "
+                     f"(chance {math.log(4):.3f})")
+        else:
+            model = _load_model(Path(load_models) / f"seed{seed}", config, device)
+            training.append({"seed": seed, "key": decode(key), "loaded_from": str(Path(load_models) / f"seed{seed}")})
         model.eval()
         if save_models is not None:
             model.save_pretrained(Path(save_models) / f"seed{seed}")
@@ -203,6 +209,20 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
     return {"config": asdict(replace(config, tokens_per_batch=tokens_per_batch)),
             "precision": "bf16" if dtype is not None else "fp32",
             "training": training, "results": results, "summary": summarize(results, config.value_length)}
+
+
+def _load_model(path: Path, config: RecallConfig, device) -> GenoSSM:
+    """A model saved by ``--save-models``, which must have been trained at ``config.train_length``
+    (the memory horizons and the dt filter are measured over that length)."""
+    if not (path / "config.json").is_file():
+        raise GenossmError("no saved recall model here (expected seed<N>/config.json from --save-models)",
+                           path=path)
+    model = GenoSSM.from_pretrained(path).to(device)
+    if model.config.context_length != config.train_length:
+        raise GenossmError(f"the model was trained on sequences up to {model.config.context_length:,} bases, "
+                           f"not {config.train_length:,}: pass --train-length {model.config.context_length}",
+                           path=path)
+    return model
 
 
 class LengthCurriculum:

@@ -74,11 +74,16 @@ def write_json(record: dict, output) -> None:
 
 def recall_table(record: dict) -> str:
     c = record["config"]
-    reached = ", ".join(f"{run['length_schedule'][-1][1]:,}" for run in record["training"])
-    steps = ", ".join(f"{run['steps']:,} ({run['stopped']})" for run in record["training"])
+    trained = [run for run in record["training"] if "loaded_from" not in run]
+    if trained:
+        reached = ", ".join(f"{run['length_schedule'][-1][1]:,}" for run in trained)
+        steps = ", ".join(f"{run['steps']:,} ({run['stopped']})" for run in trained)
+        models = (f"trained {steps} steps per seed on {c['min_train_length']:,}-{c['train_length']:,} bases "
+                  f"(longest reached: {reached})")
+    else:
+        models = f"models loaded from {Path(record['training'][0]['loaded_from']).parent}"
     filters = "; dt filter columns: accuracy with the filter at each quantile" if c["dt_filter"] else ""
-    lines = [f"Long-range recall: key {c['key_length']} + value {c['value_length']} bases; trained {steps} steps "
-             f"per seed on {c['min_train_length']:,}-{c['train_length']:,} bases (longest reached: {reached}); "
+    lines = [f"Long-range recall: key {c['key_length']} + value {c['value_length']} bases; {models}; "
              f"{len(c['seeds'])} seed(s) x "
              f"{c['examples']} sequences per row; mean ± sd over seeds{filters}",
              f"{'direction':<10}{'length':>11}  {'accuracy':>17}  {'exact match':>17}  "
