@@ -112,8 +112,8 @@ def recall(output, smoke, device, precision, threads, progress, directions, save
         sizes["directions"] = (directions,)
     preset = RecallConfig.smoke() if smoke else RecallConfig()
     config = dataclasses.replace(preset, **{k: v for k, v in sizes.items() if v is not None})
-    _run("recall", lambda dev: run_recall(config, dev, precision, progress, save_models, load_models), recall_table, output,
-         device, threads, smoke)
+    _run("recall", lambda dev: run_recall(config, dev, precision, progress, save_models, load_models),
+         recall_table, output, device, threads, smoke)
 
 
 @evaluate.command()

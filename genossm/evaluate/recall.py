@@ -187,10 +187,11 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
         training[-1]["memory_horizons"] = horizons
         log.info(f"recall seed {seed}: longest memory horizon, bases: "
                  + ", ".join(f"layer {h['layer']} {h['direction']} {h['longest']:,.0f}" for h in horizons))
-        rows = [{"seed": seed, "direction": direction, "length": length, "stream": (li, direction)}
+        # li: the row's evaluation stream, so every pass over the rows scores the same sequences
+        rows = [(li, {"seed": seed, "direction": direction, "length": length})
                 for li, length in enumerate(config.lengths) for direction in config.directions]
-        for row in rows:
-            row.update(_evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch))
+        for li, row in rows:
+            row.update(_evaluate_row(model, config, key, seed, li, row, device, dtype, tokens_per_batch))
             log.info(f"recall seed {seed} {row['direction']} {row['length']:,}: accuracy {row['accuracy']:.4f}, "
                      f"truncated {row['truncated_accuracy']:.4f}")
         training[-1]["dt_filter"] = []
@@ -199,13 +200,13 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
             training[-1]["dt_filter"].append({
                 "quantile": quantile, "min_horizon": config.train_length, "channels": channels,
                 "memory_horizons": horizon_summary(memory_horizons(model, background, dtype), config.lengths)})
-            for row in rows:
-                metrics = _evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch)
+            for li, row in rows:
+                metrics = _evaluate_row(model, config, key, seed, li, row, device, dtype, tokens_per_batch)
                 row.update({filtered_key(quantile, k): metrics[k] for k in FILTERED_METRICS})
                 log.info(f"recall seed {seed} {row['direction']} {row['length']:,}, dt filter {quantile:g}: "
                          f"accuracy {metrics['accuracy']:.4f}")
             clear_dt_filter(model)
-        results += [{k: v for k, v in row.items() if k != "stream"} for row in rows]
+        results += [row for _, row in rows]
     return {"config": asdict(replace(config, tokens_per_batch=tokens_per_batch)),
             "precision": "bf16" if dtype is not None else "fp32",
             "training": training, "results": results, "summary": summarize(results, config.value_length)}
@@ -314,11 +315,12 @@ def filtered_key(quantile: float, metric: str) -> str:
     return f"dt_filter_{quantile:g}_{metric}"
 
 
-def _evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch) -> dict:
-    """evaluate_recall on the row's own sequences (the same ones on every call)."""
-    li, direction = row["stream"]
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_EVAL, li, DIRECTIONS.index(direction))))
-    return evaluate_recall(model, config, key, rng, row["length"], direction == "mirror", device, dtype,
+def _evaluate_row(model, config, key, seed, li, row, device, dtype, tokens_per_batch) -> dict:
+    """evaluate_recall on the sequences of the seed's evaluation stream ``li`` for the row's
+    direction (the same ones on every call)."""
+    rng = np.random.default_rng(np.random.SeedSequence(
+        seed, spawn_key=(_EVAL, li, DIRECTIONS.index(row["direction"]))))
+    return evaluate_recall(model, config, key, rng, row["length"], row["direction"] == "mirror", device, dtype,
                            tokens_per_batch)
 
 
