@@ -268,6 +268,14 @@ def test_cli_saves_the_models_it_evaluates(tmp_path, one_thread):
                                                                      for run in record["training"]]
     assert loaded["results"] == record["results"]
     assert f"models loaded from {models}" in done.stdout
+    # a row's sequences follow its length, not which other lengths are evaluated
+    other = tmp_path / "other.json"
+    done = CliRunner().invoke(main, ["evaluate", "recall", "--smoke", "--no-progress", "--seeds", "0",
+                                     "--lengths", "256,512", "--examples", "2", "--load-models", str(models),
+                                     "-o", str(other)])
+    assert done.exit_code == 0, done.stderr
+    rows = [r for r in json.loads(other.read_text())["results"] if r["length"] == 512]
+    assert rows == [r for r in record["results"] if r["seed"] == 0]
 
 
 def test_cli_load_models_refuses_a_missing_seed_or_other_training_length(tmp_path, one_thread):

@@ -47,6 +47,15 @@ def test_filtered_channels_drop_the_quantile_and_others_keep_dt(model):
         torch.testing.assert_close(after[..., ~on], before[..., ~on], rtol=0, atol=0)
 
 
+def test_calibration_in_passes_equals_one_pass(model):
+    ids = _ids(6, (5, 64))
+    calibrate_dt_filter(model, ids, quantile=0.95)
+    whole = [layer.mixer.fwd.dt_threshold.clone() for layer in model.layers]
+    calibrate_dt_filter(model, ids, quantile=0.95, positions_per_pass=100)  # one row of 64 per pass
+    assert all(torch.equal(a, layer.mixer.fwd.dt_threshold) for a, layer in zip(whole, model.layers))
+    assert any((a > 0).any() for a in whole)
+
+
 def test_filter_changes_outputs_and_clearing_restores_them(model):
     ids = _ids(2, (2, 300))
     with torch.no_grad():
@@ -97,3 +106,6 @@ def test_threshold_is_not_saved_and_quantile_is_checked(model, tmp_path):
     assert not any("dt_threshold" in k for k in model.state_dict())
     with pytest.raises(ValueError, match="quantile"):
         calibrate_dt_filter(model, _ids(1), quantile=1.0)
+    # 768 positions cannot tell the 0.9999 quantile from the largest dt
+    with pytest.raises(ValueError, match="0.9999 needs more calibration positions than the 768 given"):
+        calibrate_dt_filter(model, _ids(1), quantile=0.9999)

@@ -23,7 +23,7 @@ def memory_horizons(model, ids: torch.Tensor, dtype=None) -> list[dict]:
     per layer and scan direction, in layer order: [{"layer", "direction", "horizons": (E,) numpy
     float64}]. dt is computed as the scan computes it (``genossm.model.dt_filter.channel_dts``: the
     dt filter included, when set), under autocast to ``dtype`` when given."""
-    return [{"layer": index, "direction": name, "horizons": horizons_from_dt(direction, dt).cpu().numpy()}
+    return [{"layer": index, "direction": name, "horizons": horizons_from_dt(direction, dt.mean(dim=(0, 1))).cpu().numpy()}
             for index, name, direction, dt in channel_dts(model, ids, dtype)]
 
 

@@ -37,7 +37,7 @@ from genossm.evaluate.recall_task import (
     neighbourhood_fits,
 )
 from genossm.model import GenoSSM, GenoSSMConfig
-from genossm.model.dt_filter import calibrate_dt_filter, clear_dt_filter
+from genossm.model.dt_filter import calibrate_dt_filter, calibration_positions, clear_dt_filter
 from genossm.score.passes import autocast_dtype, resolve_device
 from genossm.tokenize import decode
 from genossm.train.module import warmup_cosine
@@ -181,17 +181,18 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
         model.eval()
         if save_models is not None:
             model.save_pretrained(Path(save_models) / f"seed{seed}")
-        background = torch.from_numpy(np.random.default_rng(np.random.SeedSequence(
-            seed, spawn_key=(_BACKGROUND,))).integers(0, 4, (HORIZON_SEQUENCES, config.train_length))).to(device)
-        horizons = horizon_summary(memory_horizons(model, background, dtype), config.lengths)
+        # on the host: the dt filter's calibration at high quantiles takes millions of positions
+        background = torch.from_numpy(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_BACKGROUND,)))
+                                      .integers(0, 4, (background_rows(config), config.train_length), np.uint8))
+        horizon_ids = background[:HORIZON_SEQUENCES].to(device)
+        horizons = horizon_summary(memory_horizons(model, horizon_ids, dtype), config.lengths)
         training[-1]["memory_horizons"] = horizons
         log.info(f"recall seed {seed}: longest memory horizon, bases: "
                  + ", ".join(f"layer {h['layer']} {h['direction']} {h['longest']:,.0f}" for h in horizons))
-        # li: the row's evaluation stream, so every pass over the rows scores the same sequences
-        rows = [(li, {"seed": seed, "direction": direction, "length": length})
-                for li, length in enumerate(config.lengths) for direction in config.directions]
-        for li, row in rows:
-            row.update(_evaluate_row(model, config, key, seed, li, row, device, dtype, tokens_per_batch))
+        rows = [{"seed": seed, "direction": direction, "length": length}
+                for length in config.lengths for direction in config.directions]
+        for row in rows:
+            row.update(_evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch))
             log.info(f"recall seed {seed} {row['direction']} {row['length']:,}: accuracy {row['accuracy']:.4f}, "
                      f"truncated {row['truncated_accuracy']:.4f}")
         training[-1]["dt_filter"] = []
@@ -199,14 +200,14 @@ def run_recall(config: RecallConfig, device=None, precision: str = "auto", progr
             channels = calibrate_dt_filter(model, background, quantile, config.train_length, dtype)
             training[-1]["dt_filter"].append({
                 "quantile": quantile, "min_horizon": config.train_length, "channels": channels,
-                "memory_horizons": horizon_summary(memory_horizons(model, background, dtype), config.lengths)})
-            for li, row in rows:
-                metrics = _evaluate_row(model, config, key, seed, li, row, device, dtype, tokens_per_batch)
+                "memory_horizons": horizon_summary(memory_horizons(model, horizon_ids, dtype), config.lengths)})
+            for row in rows:
+                metrics = _evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch)
                 row.update({filtered_key(quantile, k): metrics[k] for k in FILTERED_METRICS})
                 log.info(f"recall seed {seed} {row['direction']} {row['length']:,}, dt filter {quantile:g}: "
                          f"accuracy {metrics['accuracy']:.4f}")
             clear_dt_filter(model)
-        results += [row for _, row in rows]
+        results += rows
     return {"config": asdict(replace(config, tokens_per_batch=tokens_per_batch)),
             "precision": "bf16" if dtype is not None else "fp32",
             "training": training, "results": results, "summary": summarize(results, config.value_length)}
@@ -310,16 +311,23 @@ def masked_log2_probs(model, ids: np.ndarray, starts: np.ndarray, count: int, de
     return picked.log_softmax(-1) / math.log(2)
 
 
+def background_rows(config: RecallConfig) -> int:
+    """Random background sequences (train_length bases each) for the memory horizons and for
+    calibrating the dt filter at the highest of ``config.dt_filter``."""
+    needed = max((calibration_positions(q) for q in config.dt_filter), default=0)
+    return max(HORIZON_SEQUENCES, math.ceil(needed / config.train_length))
+
+
 def filtered_key(quantile: float, metric: str) -> str:
     """The result key of ``metric`` under the dt filter at ``quantile``: dt_filter_0.9_accuracy."""
     return f"dt_filter_{quantile:g}_{metric}"
 
 
-def _evaluate_row(model, config, key, seed, li, row, device, dtype, tokens_per_batch) -> dict:
-    """evaluate_recall on the sequences of the seed's evaluation stream ``li`` for the row's
-    direction (the same ones on every call)."""
+def _evaluate_row(model, config, key, seed, row, device, dtype, tokens_per_batch) -> dict:
+    """evaluate_recall on the sequences of the seed's evaluation stream for the row's length and
+    direction: the same ones on every call and whatever other lengths are evaluated."""
     rng = np.random.default_rng(np.random.SeedSequence(
-        seed, spawn_key=(_EVAL, li, DIRECTIONS.index(row["direction"]))))
+        seed, spawn_key=(_EVAL, row["length"], DIRECTIONS.index(row["direction"]))))
     return evaluate_recall(model, config, key, rng, row["length"], row["direction"] == "mirror", device, dtype,
                            tokens_per_batch)
 

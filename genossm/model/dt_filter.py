@@ -11,6 +11,8 @@ Calibration needs only unlabelled sequence of about the training length; it chan
 and is not saved with the model (a buffer per scan direction, ``dt_threshold``).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -33,34 +35,54 @@ def channel_dts(model, ids: torch.Tensor, dtype=None):
             hidden = layer(hidden)
 
 
-def horizons_from_dt(direction, dt: torch.Tensor) -> torch.Tensor:
-    """(E,) each channel's memory horizon in bases over ``dt`` (B, L, E): 1 / (mean dt x slowest
+def horizons_from_dt(direction, mean_dt: torch.Tensor) -> torch.Tensor:
+    """(E,) each channel's memory horizon in bases from its mean dt (E,): 1 / (mean dt x slowest
     |A|), the distance over which it keeps 1/e of its state."""
     A, _, _ = direction.scan_params()
-    return 1 / (dt.mean(dim=(0, 1)).double() * A.abs().min(dim=1).values.double())
+    return 1 / (mean_dt.double() * A.abs().min(dim=1).values.double())
+
+
+def calibration_positions(quantile: float, tail: int = 32) -> int:
+    """How many calibration positions resolve ``quantile``: ``tail`` of them above it per channel."""
+    return math.ceil(tail / (1 - quantile))
 
 
 @torch.inference_mode()
 def calibrate_dt_filter(model, ids: torch.Tensor, quantile: float = 0.9, min_horizon: float | None = None,
-                        dtype=None) -> list[dict]:
-    """Set the dt filter of every scan of ``model`` from the sequences ``ids`` (B, L) on the
-    model's device: channels whose horizon is at least ``min_horizon`` bases (default L) drop the
-    positions where their dt is below its ``quantile`` over ``ids``. Returns, per layer and
-    direction, how many channels are filtered."""
+                        dtype=None, positions_per_pass: int = 1 << 20) -> list[dict]:
+    """Set the dt filter of every scan of ``model`` from the sequences ``ids`` (B, L) (on the
+    model's device, or on the host and moved over ``positions_per_pass`` at a time): channels whose
+    horizon is at least ``min_horizon`` bases (default L) drop the positions where their dt is
+    below its ``quantile`` over ``ids``. Only each channel's largest dts are kept between passes,
+    so B x L can be far larger than one pass. Returns, per layer and direction, how many channels
+    are filtered."""
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    positions = ids.shape[0] * ids.shape[1]
+    keep = positions - round(quantile * (positions - 1))  # the threshold is the keep-th largest dt
+    if keep < 2:
+        raise ValueError(f"quantile {quantile:g} needs more calibration positions than the {positions:,} "
+                         f"given: at least {calibration_positions(quantile, 2):,}")
     clear_dt_filter(model)
     min_horizon = ids.shape[1] if min_horizon is None else min_horizon
-    thresholds, summary = [], []
-    for index, name, direction, dt in channel_dts(model, ids, dtype):
-        flat = dt.reshape(-1, dt.shape[-1])  # (B * L, E)
-        level = flat.sort(dim=0).values[round(quantile * (flat.shape[0] - 1))]  # (E,)
-        filtered = horizons_from_dt(direction, dt) >= min_horizon
-        thresholds.append((direction, torch.where(filtered, level, torch.zeros_like(level))))
+    device = next(model.parameters()).device
+    rows = max(1, positions_per_pass // ids.shape[1])
+    largest, dt_sums, scans = {}, {}, {}
+    for first in range(0, ids.shape[0], rows):
+        for index, name, direction, dt in channel_dts(model, ids[first:first + rows].to(device), dtype):
+            flat = dt.reshape(-1, dt.shape[-1])  # (b * L, E)
+            if (index, name) in largest:
+                flat = torch.cat([largest[index, name], flat])
+            largest[index, name] = flat.topk(min(keep, flat.shape[0]), dim=0).values  # (keep, E)
+            dt_sums[index, name] = dt_sums.get((index, name), 0) + dt.sum(dim=(0, 1), dtype=torch.float64)
+            scans[index, name] = direction
+    summary = []
+    for (index, name), direction in scans.items():  # set after the passes: calibration sees the plain model
+        filtered = horizons_from_dt(direction, dt_sums[index, name] / positions) >= min_horizon
+        level = largest[index, name][-1]  # (E,)
+        direction.dt_threshold = torch.where(filtered, level, torch.zeros_like(level))
         summary.append({"layer": index, "direction": name, "filtered_channels": int(filtered.sum()),
                         "channels": int(filtered.numel())})
-    for direction, threshold in thresholds:  # set after the pass: calibration sees the plain model
-        direction.dt_threshold = threshold
     return summary
 
 
