@@ -86,15 +86,17 @@ def hidden(model, ids: np.ndarray, layer: int) -> np.ndarray:
 
 def hand_llr(model, ref_window, alt_window, offset: int, ref_bases: str, alt_bases: str) -> float:
     """The documented llr: span masked in both haplotype windows, alt minus ref summed log-probs,
-    averaged over the forward and reverse-complement strands."""
+    averaged over the forward and reverse-complement strands, over the span positions where both
+    haplotypes have a base (a string shorter than the span ends at the contig end)."""
     m = max(len(ref_bases), len(alt_bases))
+    codes = [encode(bases) for bases in (ref_bases, alt_bases)]
+    both = [i for i in range(m) if all(i < len(c) and c[i] < 4 for c in codes)]
     total = 0.0
-    for window, bases, sign in ((ref_window, ref_bases, -1), (alt_window, alt_bases, 1)):
+    for window, bases, sign in ((ref_window, codes[0], -1), (alt_window, codes[1], 1)):
         masked = window.copy()
         masked[offset : offset + m] = MASK
         forward, reverse = logp(model, masked), logp(model, reverse_complement(masked))
         n = len(masked)
-        for i, base in enumerate(encode(bases)):
-            if base < 4:
-                total += sign * (forward[offset + i, base] + reverse[n - 1 - offset - i, 3 - base]) / 2
+        for i in both:
+            total += sign * (forward[offset + i, bases[i]] + reverse[n - 1 - offset - i, 3 - bases[i]]) / 2
     return total

@@ -150,7 +150,10 @@ def test_bad_regions_and_options(setup):
     bed.write_text("a\t490\t501\n")
     with pytest.raises(GenossmError, match=r"line 1: end 501 is past the end of 'a'"):
         embed_regions(setup["model"], setup["reference"], str(bed), progress=False)
-    with pytest.raises(GenossmError, match="empty region"):
+    bed.write_text("a\t1\t5\na\t10\t10\n")  # a zero-length interval: legal BED, nothing to embed
+    with pytest.raises(GenossmError, match=r"bad.bed: line 2: empty interval \(start = end = 10\)"):
+        embed_regions(setup["model"], setup["reference"], str(bed), progress=False)
+    with pytest.raises(GenossmError, match=r"empty region \(start 5, end 5, 0-based half-open\)"):
         embed_regions(setup["model"], setup["reference"], [BedRegion("a", 5, 5)], progress=False)
     with pytest.raises(GenossmError, match="layer 3 out of range"):
         embed_regions(setup["model"], setup["reference"], [BedRegion("a", 5, 9)], layer=3, progress=False)

@@ -124,6 +124,18 @@ def test_from_pretrained_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(GenossmError, match="config.json"):
         GenoSSM.from_pretrained(tmp_path / "empty")
+    fasta = tmp_path / "ref.fa"  # -m given a file that is not a checkpoint
+    fasta.write_text(">chr1\nACGT\n")
+    with pytest.raises(GenossmError, match="not a genossm model: .*UnpicklingError") as err:
+        GenoSSM.from_pretrained(fasta)
+    assert "\n" not in str(err.value) and str(fasta) in str(err.value)
+    GenoSSM(GenoSSMConfig(d_model=16, n_layer=2)).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text('{"d_model": 16, "n_layer": 2,')
+    with pytest.raises(GenossmError, match="unreadable model directory .*JSONDecodeError"):
+        GenoSSM.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(GenoSSMConfig(d_model=32, n_layer=2).to_json())
+    with pytest.raises(GenossmError, match="weights do not fit the model config"):
+        GenoSSM.from_pretrained(tmp_path / "m")
 
 
 def test_config_json_round_trip_and_validation():

@@ -88,6 +88,10 @@ def test_unknown_contig_and_bad_output_name_fail_cleanly(inputs):
     assert result.exit_code == 0 and pd.read_csv(out, sep="\t")["status"].tolist() == ["unknown_contig", "ok"]
     result = _run(inputs, "-v", inputs["vcf"], "-o", str(inputs["root"] / "out.txt"))
     assert result.exit_code == 2 and "cannot tell the output format" in result.stderr
+    result = CliRunner().invoke(main, ["predict", "-m", inputs["reference"], "-r", inputs["reference"], "-v",
+                                       inputs["vcf"], "-o", str(out), "--no-progress"])  # -m given the FASTA
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "ref.fa: not a genossm model" in lines[0]
     if not torch.cuda.is_available():
         result = _run(inputs, "-v", inputs["vcf"], "-o", str(out), "--device", "cuda")
         assert result.exit_code == 2 and "no CUDA device is available" in result.stderr

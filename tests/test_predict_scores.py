@@ -26,8 +26,9 @@ def _other(base: str) -> str:
 def _sequence():
     seq = list(random_sequence(300, seed=1))
     # Sites whose normalization must not move them (checked by hand below): distinct neighbours.
-    for start, bases in {168: "ACGT", 178: "GACTGA", 228: "TGCA", 296: "GACT", 0: "GTCA"}.items():
+    for start, bases in {168: "ACGT", 178: "GACTGA", 228: "TGCA", 236: "TGCATC", 296: "GACT", 0: "GTCA"}.items():
         seq[start : start + len(bases)] = bases
+    seq[242:262] = "N" * 20  # an N run right after the deletion at 240
     return "".join(seq)
 
 
@@ -63,6 +64,8 @@ CASES = [
     ("n_alt", "chr1", 90, SEQ[89], "N", "non_acgt"),
     ("long_del", "chr1", 200, SEQ[199:241], SEQ[199], "too_long"),
     ("del_last", "chr1", 298, SEQ[297:300], SEQ[297], "ok"),
+    ("ins_last", "chr1", 299, SEQ[298], SEQ[298] + "AG", "ok"),
+    ("del_before_n", "chr1", 240, SEQ[239:242], SEQ[239], "ok"),
     ("ins_first", "chr1", 1, SEQ[0], SEQ[0] + "AG", "ok"),
     ("lower", "chr1", 110, SEQ[109].lower(), _other(SEQ[109]), "ok"),
     ("circ", "chrM", 1, MT[0], _other(MT[0]), "ok"),
@@ -125,7 +128,9 @@ def _expected(model, seq, p, ref, alt, circular=False):
     ("del_mid", 180, SEQ[180:183], ""),
     ("ins_mid", 230, "", "TGT"),
     ("ins_first", 0, "", "GA"),  # G>GAG: the shared suffix G is trimmed first, p = 0
-    ("del_last", 298, SEQ[298:300], ""),  # alt span past the contig end counts in neither sum
+    ("del_last", 298, SEQ[298:300], ""),  # alt span wholly past the contig end: nothing counts, 0
+    ("ins_last", 299, "", "AG"),  # ref span half past the contig end: only its first base counts
+    ("del_before_n", 240, SEQ[240:242], ""),  # alt span reads the N run that moved up: the same
 ])
 def test_llr_equals_hand_computation_from_logits(model, scored, name, p, ref, alt):
     got = scored.loc[scored["id"] == name, "llr"].item()

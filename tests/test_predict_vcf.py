@@ -96,6 +96,21 @@ def test_annotate_keeps_records_and_header_lines(tmp_path, fmt):
     assert not list(tmp_path.glob(".out*tmp*"))
 
 
+@pytest.mark.parametrize("fmt", ["vcf", "bcf"])
+def test_annotate_declares_tags_the_input_uses_without_declaring(tmp_path, fmt):
+    source = tmp_path / "in.vcf"
+    source.write_text("##fileformat=VCFv4.2\n##contig=<ID=c1,length=100>\n"
+                      "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                      "c1\t5\t.\tA\tC\t.\tq10\tXX=1;YY\n")
+    out = tmp_path / f"out.{fmt}"
+    annotate_vcf(source, out, [InfoField("T_SCORE", "Float", "s")], {"T_SCORE": [1.5]})
+    with pysam.VariantFile(str(out)) as vcf:
+        header = str(vcf.header)
+        (record,) = list(vcf)
+    assert "##FILTER=<ID=q10" in header and "##INFO=<ID=XX" in header and "##INFO=<ID=YY" in header
+    assert list(record.filter) == ["q10"] and record.info["XX"] == "1" and record.info["T_SCORE"] == (1.5,)
+
+
 def test_annotate_text_output_changes_only_info(tmp_path, shared_data):
     source = shared_data / "human_brca1" / "brca1_1kgPhase3_variants.vcf"
     n = len(read_variants(source).table)

@@ -67,7 +67,9 @@ def predict(model, reference, vcf, output, output_format, context, embedding_dis
     haplotype difference for indels/MNVs, forward/reverse-complement average) and, with
     --embedding-distance, cosine_distance. Each ALT gets a status (ok, ref_mismatch,
     unknown_contig, symbolic, ...) counted on stderr. Output keeps the input order; VCF output
-    keeps every record and adds INFO/GENOSSM_* fields.
+    keeps every record and adds INFO/GENOSSM_* fields, one value per ALT (a record without ALT,
+    '.', has nothing to score and keeps no GENOSSM field; TSV and parquet give it a row with
+    status no_alt).
     """
     from genossm.score import DEFAULT_SCORES, predict as run_predict
 

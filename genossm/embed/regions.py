@@ -110,7 +110,7 @@ def _resolve_regions(regions, genome: Genome):
     path = None
     if not isinstance(regions, (list, tuple)):
         path = regions
-        regions = read_bed(path)
+        regions = read_bed(path, nonempty=True)
     mapping = match_contigs([r.chrom for r in regions], genome.names)
     if path is not None:
         # Read again with each BED contig's length: unknown contigs and ends past a contig end
@@ -122,7 +122,8 @@ def _resolve_regions(regions, genome: Genome):
         if target is None or region.end > genome.lengths[target] or region.end <= region.start:
             problem = (
                 f"contig not in the reference {genome.path}" if target is None
-                else "empty region (0 bases)" if region.end <= region.start
+                else f"empty region (start {region.start}, end {region.end}, 0-based half-open)"
+                if region.end <= region.start
                 else f"end past the contig end ({genome.lengths[target]})"
             )
             raise GenossmError(f"region {region}: {problem}", path=path)

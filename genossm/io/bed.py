@@ -27,9 +27,10 @@ class BedRegion:
         return f"{self.chrom}:{self.start + 1}-{self.end}"
 
 
-def read_bed(path, lengths: dict | None = None) -> list[BedRegion]:
+def read_bed(path, lengths: dict | None = None, nonempty: bool = False) -> list[BedRegion]:
     """Read a BED file. With ``lengths`` ({contig: length}), unknown contigs and ends past a
-    contig's end are errors too."""
+    contig's end are errors too; with ``nonempty``, zero-length intervals (legal BED: insertion
+    points) are errors too."""
     handle = open_input(path)
     if is_gzip(path):
         handle = gzip.open(handle)
@@ -40,13 +41,13 @@ def read_bed(path, lengths: dict | None = None) -> list[BedRegion]:
                 line = line.rstrip("\r\n")
                 if not line.strip() or line.startswith("#") or line.split(None, 1)[0] in ("track", "browser"):
                     continue
-                regions.append(_parse_line(line, path, number, lengths))
+                regions.append(_parse_line(line, path, number, lengths, nonempty))
     except (EOFError, OSError, zlib.error) as err:
         raise GenossmError(f"cannot read BED file: {err}", path=path) from None
     return regions
 
 
-def _parse_line(line: str, path, number: int, lengths) -> BedRegion:
+def _parse_line(line: str, path, number: int, lengths, nonempty: bool) -> BedRegion:
     where = f"line {number}"
     fields = line.split("\t") if "\t" in line else line.split()
     if len(fields) < 3:
@@ -60,6 +61,8 @@ def _parse_line(line: str, path, number: int, lengths) -> BedRegion:
         raise GenossmError(f"negative start {start}", path=path, where=where)
     if end < start:
         raise GenossmError(f"end {end} < start {start}", path=path, where=where)
+    if nonempty and end == start:
+        raise GenossmError(f"empty interval (start = end = {start}): no bases to read", path=path, where=where)
     name = fields[3].strip() if len(fields) > 3 else None
     strand = fields[5].strip() if len(fields) > 5 else "."
     if strand not in ("+", "-", "."):

@@ -263,8 +263,11 @@ def annotate_vcf(in_path, out_path, fields, values, fmt=None, meta=(), contigs=(
         raise GenossmError(f"unknown VCF output format {fmt!r}; use one of {', '.join(VCF_FORMATS)}", path=out_path)
     in_path = str(in_path)
     values = {key: list(column) for key, column in values.items()}
+    undeclared = _tags_declared_while_parsing(in_path, threads)
     with open_vcf(in_path, threads=threads) as vcf:
         header = vcf.header  # edited in place so that records parsed from now on carry the new fields
+        for line in undeclared:
+            header.add_line(line)
         _add_info_headers(header, fields, in_path)
         for key, value in meta:
             header.add_meta(key, value)
@@ -281,6 +284,18 @@ def annotate_vcf(in_path, out_path, fields, values, fmt=None, meta=(), contigs=(
         else:
             with atomic_output(out_path) as tmp:
                 _write_records(records, header, str(tmp), fmt, threads)
+
+
+def _tags_declared_while_parsing(path, threads: int) -> list[str]:
+    """The ##INFO/##FILTER/##FORMAT lines htslib adds to a header as it parses records that use
+    undeclared tags. The output header is written before the records are read, so they are
+    found in a first pass: without them BCF cannot encode such a record and text VCF readers warn."""
+    with open_vcf(path, threads=threads) as vcf:
+        before = set(str(vcf.header).splitlines())
+        for _ in _iter_records(vcf, path):
+            pass
+        return [line for line in str(vcf.header).splitlines()
+                if line.startswith(("##INFO=", "##FILTER=", "##FORMAT=")) and line not in before]
 
 
 def _write_records(records, header, target: str, fmt: str, threads: int):

@@ -115,10 +115,17 @@ class GenoSSM(nn.Module):
             if not cfg_file.is_file() or not weights.is_file():
                 raise GenossmError("not a genossm model directory (needs config.json and "
                                    "model.safetensors)", path=path)
-            config = GenoSSMConfig.from_dict(json.loads(cfg_file.read_text()))
-            state = load_file(str(weights), device=str(map_location))
+            try:
+                config = GenoSSMConfig.from_dict(json.loads(cfg_file.read_text()))
+                state = load_file(str(weights), device=str(map_location))
+            except Exception as err:  # bad JSON, unknown config keys, a damaged safetensors file
+                raise GenossmError(f"unreadable model directory ({_one_line(err)})", path=path) from None
         elif path.is_file():
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            try:
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as err:  # not a zip/pickle at all, or pickled objects beyond tensors
+                raise GenossmError("not a genossm model: a save_pretrained directory or a Lightning .ckpt "
+                                   f"was expected ({_one_line(err)})", path=path) from None
             try:
                 config = GenoSSMConfig.from_dict(dict(ckpt["hyper_parameters"]["model"]))
             except (KeyError, TypeError) as err:
@@ -128,5 +135,13 @@ class GenoSSM(nn.Module):
         else:
             raise GenossmError("no such model file or directory", path=path)
         model = cls(config)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise GenossmError(f"weights do not fit the model config ({_one_line(err)})", path=path) from None
         return model.eval()
+
+
+def _one_line(err: Exception) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"

@@ -12,8 +12,9 @@ reference position, centred on the span; the m span positions are masked in both
 
 over i < m, with log-probabilities renormalized over A, C, G, T. Both sums run over the same
 number of positions (a deletion's alt span reads the bases that moved up; an insertion's ref
-span the bases it pushes down), so length alone does not favour either allele; span positions
-whose base is not A/C/G/T (N, or past a linear contig end) count in neither sum. For an SNV
+span the bases it pushes down), so length alone does not favour either allele; a span position
+where either haplotype's base is not A/C/G/T (N, or past a linear contig end) counts in neither
+sum (deleting a linear contig's last bases scores 0: nothing is left to compare). For an SNV
 (m = 1) this is exactly the masked-marginal score log p(alt) - log p(ref) at the masked site,
 and one forward pass per strand and position serves every ALT there; an MNV is the same with
 its m bases masked together (ref and alt share the masked window). Indels take two passes per
@@ -151,15 +152,17 @@ def _llr(genome, allele, plan, outputs) -> float:
     span = allele.span
     ref_bases = genome.haplotype(allele.contig, allele.p, span)
     alt_bases = genome.haplotype(allele.contig, allele.p, span, _edit(allele))
+    # a span position counts in both sums or in neither: where either haplotype reads N or PAD
+    # (past a linear contig end), a one-sided term would score the missing base, not the edit
+    keep = np.flatnonzero((ref_bases < 4) & (alt_bases < 4))
     total = 0.0
     for ref, alt in plan:
-        total += _sum_logp(outputs[alt], alt_bases) - _sum_logp(outputs[ref], ref_bases)
+        total += _sum_logp(outputs[alt], alt_bases, keep) - _sum_logp(outputs[ref], ref_bases, keep)
     return total / len(plan)
 
 
-def _sum_logp(logp: np.ndarray, bases: np.ndarray) -> float:
-    keep = bases < 4  # N and PAD count in neither sum
-    return float(logp[np.flatnonzero(keep), bases[keep]].sum(dtype=np.float64))
+def _sum_logp(logp: np.ndarray, bases: np.ndarray, keep: np.ndarray) -> float:
+    return float(logp[keep, bases[keep]].sum(dtype=np.float64))
 
 
 def _cosine_distance(genome, allele, plan, outputs) -> float:
