@@ -66,6 +66,9 @@ CASES = [
     (2 * CHUNK + 5, 12, 16, torch.float16, True, False, True, True, True, False, True),
     (CHUNK + 1, 12, 4, torch.bfloat16, True, True, True, True, True, True, True),
     (2 * CHUNK + 5, 9, 16, torch.bfloat16, False, True, False, True, True, True, False),
+    # N not a power of two (masked state rows), D past one channel block
+    (CHUNK + 1, 40, 3, torch.float32, True, True, True, True, True, True, True),
+    (3 * CHUNK + 17, 12, 3, torch.bfloat16, False, True, False, True, True, True, False),
 ]
 
 
@@ -209,6 +212,37 @@ def test_public_op_dispatch_and_shapes(device):
         selective_scan(x["u"], x["delta"], x["A"], x["B"][:, :-1], x["C"])
 
 
+# wrong shapes of the optional inputs for batch 2, L 9, D 6, N 3 (the kernels would read them
+# out of bounds; the broadcastable z was taken by the CPU path)
+WRONG_SHAPES = [pytest.param("z", lambda x: x["z"][..., :1], id="z-2x9x1"),
+                pytest.param("D", lambda x: x["D"][:1], id="D-1"),
+                pytest.param("delta_bias", lambda x: x["delta_bias"][:3], id="delta_bias-3"),
+                pytest.param("initial_state", lambda x: x["initial_state"][:1], id="initial-1x6x3"),
+                pytest.param("initial_state", lambda x: x["initial_state"].transpose(1, 2),
+                             id="initial-2x3x6")]
+
+
+@pytest.mark.parametrize("entry", [selective_scan_triton, selective_scan], ids=["triton", "public"])
+@pytest.mark.parametrize("name,wrong", WRONG_SHAPES)
+def test_optional_inputs_of_wrong_shape_raise(device, entry, name, wrong):
+    x = make_inputs(2, 9, 6, 3, torch.float32, device, seed=6)
+    with pytest.raises(ValueError, match=f"^{name} must be of shape"):
+        entry(x["u"], x["delta"], x["A"], x["B"], x["C"], **{name: wrong(x)})
+
+
+@pytest.mark.parametrize("impl", ["triton", "torch"])
+@pytest.mark.parametrize("name", ["D_f", "bias_r", "z", "dt_weight_f"])
+def test_bidirectional_inputs_of_wrong_shape_raise(device, impl, name):
+    x, r = (make_inputs(1, 9, 6, 3, torch.float32, device, seed=s) for s in (6, 7))
+    args = {f"{k}{s}": d[k] for s, d in (("_f", x), ("_r", r))
+            for k in ("u", "delta", "A", "B", "C", "D")}
+    args.update(bias_f=x["delta_bias"], bias_r=r["delta_bias"], z=x["z"],
+                delta_f=x["delta"][..., :2], dt_weight_f=torch.ones(6, 2, device=device))
+    args[name] = args[name][..., :1]
+    with pytest.raises(ValueError, match=f"^{name} must be of shape"):
+        bidirectional_selective_scan(**args, chunk_size=CHUNK, impl=impl)
+
+
 def test_backward_is_deterministic(device):
     x = make_inputs(1, CHUNK + 3, 20, 16, torch.float32, device, seed=7)
     leaves = [x[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C", "D")]
@@ -297,19 +331,21 @@ def test_opcheck_fake_kernels_and_autograd(device):
     # the fake (meta) kernels must promise the shapes, dtypes and strides the real ones return
     # (torch.compile's Inductor asserts them); opcheck also checks the autograd registration
     x = make_inputs(1, 2 * CHUNK, 8, 4, torch.float32, device, seed=21)
-    leaf = lambda t: t.clone().requires_grad_(True)
-    args = (leaf(x["u"]), leaf(x["delta"]), leaf(x["A"]), leaf(x["B"]), leaf(x["C"]), leaf(x["D"]),
-            leaf(x["z"]), leaf(x["delta_bias"]), None, True, False, CHUNK)
-    torch.library.opcheck(op._selective_scan_fwd, args,
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    leaf = lambda t: None if t is None else t.clone().requires_grad_(True)
     dout = torch.randn(x["u"].shape, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.no_grad():
-        _, ypre, _, h_in, dtsum = op._selective_scan_fwd(*[a.detach() if torch.is_tensor(a) else a
-                                                            for a in args])
-    bwd_args = (dout, None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
-                x["delta_bias"], ypre, h_in, dtsum, True, False, CHUNK)
-    torch.library.opcheck(op._selective_scan_bwd, bwd_args,
-                          test_utils=("test_schema", "test_faketensor"))
+    # all optional inputs given; none (three absent gradients, which must not alias)
+    for optional in ((x["D"], x["z"], x["delta_bias"]), (None, None, None)):
+        args = (leaf(x["u"]), leaf(x["delta"]), leaf(x["A"]), leaf(x["B"]), leaf(x["C"]),
+                *map(leaf, optional), None, True, False, CHUNK)
+        torch.library.opcheck(op._selective_scan_fwd, args, test_utils=(
+            "test_schema", "test_faketensor", "test_autograd_registration"))
+        with torch.no_grad():
+            _, ypre, _, h_in, dtsum = op._selective_scan_fwd(
+                *[a.detach() if torch.is_tensor(a) else a for a in args])
+        bwd_args = (dout, None, x["u"], x["delta"], x["A"], x["B"], x["C"], *optional, ypre, h_in,
+                    dtsum, True, False, CHUNK)
+        torch.library.opcheck(op._selective_scan_bwd, bwd_args,
+                              test_utils=("test_schema", "test_faketensor"))
 
 
 def test_opcheck_bidirectional_fake_kernels(device):

@@ -30,6 +30,7 @@ from genossm.kernels.scan.op import (
     _scan_backward,
     _scan_forward,
     check_chunk,
+    check_shapes,
     default_chunk_size,
     gate_backward,
     gate_forward,
@@ -42,6 +43,26 @@ def _delta(delta: torch.Tensor, dt_weight: Optional[torch.Tensor]) -> torch.Tens
     """The scan's delta (batch, L, D): ``delta`` itself, or its dt projection when the op was
     given the direction's dt_weight (D, R)."""
     return delta if dt_weight is None else F.linear(delta, dt_weight.to(delta.dtype))
+
+
+def _check_inputs(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, u_r, delta_r, A_r, B_r, C_r, D_r,
+                  bias_r, z, dt_weight_f, dt_weight_r):
+    """Each direction's shapes as ``selective_scan`` checks them (delta_*: (batch, L, R) with
+    dt_weight_* (D, R)), both directions and the shared z of u_f's shape: a ValueError naming the
+    first input of another shape, which the kernels would read out of bounds."""
+    if u_f.dim() != 3:
+        raise ValueError(f"u_f must be (batch, L, D), got {tuple(u_f.shape)}")
+    batch, length, dim = u_f.shape
+    named = [("z", z, u_f.shape)]
+    for s, u, delta, A, B, C, D, bias, dt_weight in (
+            ("_f", u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, dt_weight_f),
+            ("_r", u_r, delta_r, A_r, B_r, C_r, D_r, bias_r, dt_weight_r)):
+        nstate, width = A.shape[-1], dim if dt_weight is None else delta.shape[-1]
+        named += [(f"u{s}", u, u_f.shape), (f"delta{s}", delta, (batch, length, width)),
+                  (f"dt_weight{s}", dt_weight, (dim, width)), (f"A{s}", A, (dim, nstate)),
+                  (f"B{s}", B, (batch, length, nstate)), (f"C{s}", C, (batch, length, nstate)),
+                  (f"D{s}", D, (dim,)), (f"bias{s}", bias, (dim,))]
+    check_shapes(*named)
 
 
 @torch.library.custom_op("genossm::bidirectional_scan_fwd", mutates_args=())
@@ -68,10 +89,11 @@ def _(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, u_r, delta_r, A_r, B_r, C_r, D_r
       out_weight, dt_weight_f, dt_weight_r, delta_softplus, chunk):
     batch, length, dim = u_f.shape
     n_chunks = -(-length // chunk)
-    states = [u_f.new_empty(batch, n_chunks, A_f.shape[1], dim, dtype=torch.float32),
-              u_f.new_empty(batch, n_chunks, dim, dtype=torch.float32)]
+    states = [u_f.new_empty(batch, n_chunks, A.shape[1], dim, dtype=torch.float32)
+              for A in (A_f, A_r)]  # (batch, chunks, N, D) per direction: N may differ
+    dtsums = [u_f.new_empty(batch, n_chunks, dim, dtype=torch.float32) for _ in range(2)]
     out = torch.empty_like(u_f) if out_weight is None else u_f.new_empty(batch, length, out_weight.shape[0])
-    return [out, torch.empty_like(u_f)] + states + [torch.empty_like(s) for s in states]
+    return [out, torch.empty_like(u_f), states[0], dtsums[0], states[1], dtsums[1]]
 
 
 @torch.library.custom_op("genossm::bidirectional_scan_bwd", mutates_args=())
@@ -152,6 +174,8 @@ def bidirectional_selective_scan(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f,
     delta is ``delta_* @ dt_weight_*.T`` (see the module docstring). Other shapes as in
     ``selective_scan``; D_* and bias_* are (D,) float32 and required here. ``impl``: "auto"
     (Triton on CUDA, PyTorch on the CPU), "triton" or "torch"."""
+    _check_inputs(u_f, delta_f, A_f, B_f, C_f, D_f, bias_f, u_r, delta_r, A_r, B_r, C_r, D_r,
+                  bias_r, z, dt_weight_f, dt_weight_r)
     if impl == "torch" or (impl == "auto" and not use_triton(u_f)):
         y_f = selective_scan_ref(u_f, _delta(delta_f, dt_weight_f), A_f, B_f, C_f, D_f, None,
                                  bias_f, delta_softplus)

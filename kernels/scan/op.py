@@ -112,13 +112,25 @@ def check_chunk(chunk: int):
         raise ValueError(f"chunk_size must be a positive multiple of {superblock()}, got {chunk}")
 
 
-def _check(u, delta, A, B, C):
+def check_shapes(*named):
+    """``(name, tensor or None, expected shape)`` triples: a ValueError for the first given tensor
+    of another shape. The kernels index their inputs by u's and A's sizes alone, so a wrong shape
+    would be read out of bounds rather than raise."""
+    for name, t, shape in named:
+        if t is not None and tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{name} must be of shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def _check(u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None):
     if u.dim() != 3 or delta.shape != u.shape:
         raise ValueError(f"u and delta must be (batch, L, D) of one shape, got {tuple(u.shape)}, "
                          f"{tuple(delta.shape)}")
     if B.shape != C.shape or B.shape[:2] != u.shape[:2] or A.shape != (u.shape[2], B.shape[2]):
         raise ValueError(f"B, C must be (batch, L, N) and A (D, N); got B {tuple(B.shape)}, "
                          f"C {tuple(C.shape)}, A {tuple(A.shape)}")
+    batch, _, dim = u.shape
+    check_shapes(("z", z, u.shape), ("D", D, (dim,)), ("delta_bias", delta_bias, (dim,)),
+                 ("initial_state", initial_state, (batch, dim, A.shape[1])))
 
 
 def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, softplus, reverse,
@@ -142,7 +154,7 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, initial_state, yadd, soft
     K._chunk_states[grid](u, delta, delta_bias, A_t, B, None, h_local, dtsum, None,
                           length, dim, nstate, n_chunks, chunk, *strides,
                           SB=superblock(), FOR_BACKWARD=False, **seq)
-    h_in = torch.empty_like(h_local)
+    h_in = _output(h_local.shape, dev, torch.float32)
     final = _launch_pass(h_local, dtsum, A_t, initial_state, h_in, backward=False)
     y = _output(u.shape, dev, out_dtype)
     ypre = _output(u.shape, dev, out_dtype) if store_ypre else None
@@ -159,7 +171,7 @@ def _launch_pass(local, dtsum, A_t, init, out, backward):
     block = min(1024, triton.next_power_of_2(dim * nstate))
     if init is not None:
         init = init.transpose(1, 2).contiguous()
-    final = torch.empty(batch, nstate, dim, device=local.device, dtype=torch.float32)
+    final = _output((batch, nstate, dim), local.device, torch.float32)
     K._pass_states[(batch, triton.cdiv(dim * nstate, block))](
         local, dtsum, A_t, init, out, final, dim, nstate, n_chunks,
         BLOCK=block, BACKWARD=backward, HAS_INIT=init is not None)
@@ -177,7 +189,6 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     n_chunks = h_in.shape[1]
     n_dblocks = triton.cdiv(dim, block_d)
     dev = u.device
-    f32 = dict(device=dev, dtype=torch.float32)
     grid = (batch, n_dblocks, n_chunks)
     seq = dict(BD=block_d, BN=block_n, REVERSE=reverse, SOFTPLUS=softplus,
                HAS_BIAS=delta_bias is not None, EVEN_N=nstate == block_n,
@@ -193,7 +204,7 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     g_local = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     K._chunk_adjoints[grid](delta, delta_bias, A_t, C, dy, g_local, length, dim, nstate, n_chunks,
                             chunk, *strides, SB=superblock(), **seq)
-    g_in = torch.empty_like(g_local)
+    g_in = _output(g_local.shape, dev, torch.float32)
     dh0 = _launch_pass(g_local, dtsum, A_t, dfinal, g_in, backward=True)
     del g_local
     du = _output(u.shape, dev, u.dtype)
@@ -203,7 +214,7 @@ def _scan_backward(dy, u, delta, A, B, C, D, delta_bias, h_in, dtsum, dfinal, so
     dA_part = _output((batch, n_chunks, nstate, dim), dev, torch.float32)
     dD_part = _output((batch, n_chunks, dim), dev, torch.float32)
     dbias_part = _output((batch, n_chunks, dim), dev, torch.float32)
-    slots = torch.empty(batch, n_chunks, groups, nstate, dim, **f32)
+    slots = _output((batch, n_chunks, groups, nstate, dim), dev, torch.float32)
     K._chunk_scan_bwd[grid](u, delta, delta_bias, A_t, B, C, D, dy, tile_h, slots, g_in, du,
                             ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part,
                             length, dim, nstate, n_chunks, chunk, n_dblocks, *strides,
@@ -296,12 +307,11 @@ def _selective_scan_bwd(dout: torch.Tensor, dfinal: Optional[torch.Tensor], u: t
 @_selective_scan_bwd.register_fake
 def _(dout, dfinal, u, delta, A, B, C, D, z, delta_bias, ypre, h_in, dtsum, delta_softplus,
       reverse, chunk):
-    e = u.new_empty(0)
+    def like(t):  # one empty tensor per absent gradient, as the real op returns: shared ones alias
+        return u.new_empty(0) if t is None else torch.empty_like(t)
+
     return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A, dtype=torch.float32),
-            torch.empty_like(B), torch.empty_like(C),
-            torch.empty_like(D) if D is not None else e,
-            torch.empty_like(z) if z is not None else e,
-            torch.empty_like(delta_bias) if delta_bias is not None else e,
+            torch.empty_like(B), torch.empty_like(C), like(D), like(z), like(delta_bias),
             u.new_empty(u.shape[0], u.shape[2], A.shape[1], dtype=torch.float32)]
 
 
@@ -330,7 +340,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           delta_softplus=False, initial_state=None, return_final_state=False,
                           reverse=False, chunk_size=None):
     """The Triton path with an optional explicit chunk size (a multiple of ``superblock()``)."""
-    _check(u, delta, A, B, C)
+    _check(u, delta, A, B, C, D, z, delta_bias, initial_state)
     batch, length, dim = u.shape
     if chunk_size is None:
         chunk_size = default_chunk_size(batch, length, dim, _block_sizes(dim, A.shape[1])[0],
@@ -353,5 +363,5 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             reverse)
     if use_triton(u):
         return selective_scan_triton(*args)
-    _check(u, delta, A, B, C)
+    _check(u, delta, A, B, C, D, z, delta_bias, initial_state)
     return selective_scan_ref(*args)
