@@ -2,6 +2,7 @@
 
 import csv
 import math
+import multiprocessing
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,10 +18,10 @@ from train_helpers import DDP_SCRIPT, make_store, one_thread, tiny_config  # noq
 
 from genossm.errors import GenossmError
 from genossm.model import GenoSSM
-from genossm.store import build_store
+from genossm.store import build_store, create_store
 from genossm.train import train
 from genossm.train.callbacks import TrainingInterrupted
-from genossm.train.config import save_config
+from genossm.train.config import MaskingConfig, save_config
 from genossm.tokenize import N
 from genossm.train.data import GenomeDataModule
 from genossm.train.module import MaskedLMModule, mask_tokens
@@ -59,6 +61,21 @@ def val_losses(rows):
     return {int(r["step"]): r for r in rows if "val_loss" in r}
 
 
+def val_loss_by_step(rows):
+    return {step: r["val_loss"] for step, r in val_losses(rows).items()}
+
+
+def step_of(ckpt) -> int:
+    return torch.load(ckpt, weights_only=True)["global_step"]
+
+
+def best_score(run) -> float:
+    """The lowest val_loss as checkpoints/last.ckpt records it (what a resumed run compares with)."""
+    states = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    (best,) = [state for key, state in states.items() if "'monitor': 'val_loss'" in key]
+    return float(best["best_model_score"])
+
+
 def test_short_run_lowers_the_loss_and_exports(tmp_path, store):
     config = tiny_config(store, trainer={"max_steps": 30, "val_every_n_steps": 10, "checkpoint_every_n_steps": 10})
     run = train(config, run_dir=tmp_path / "run")
@@ -96,10 +113,15 @@ def test_short_run_lowers_the_loss_and_exports(tmp_path, store):
 
 
 def test_signal_or_crash_then_resume_is_exact(tmp_path, store, monkeypatch):
-    config = tiny_config(store, trainer={"max_steps": 8, "accumulate_grad_batches": 2, "val_every_n_steps": 4,
+    # validation after steps 4, 8 and the last, 9 (logged 0-based); periodic checkpoints after 3, 6, 9
+    config = tiny_config(store, trainer={"max_steps": 9, "accumulate_grad_batches": 2, "val_every_n_steps": 4,
                                         "checkpoint_every_n_steps": 3})
     straight = train(config, run_dir=tmp_path / "straight")
-    expected = train_losses(metrics(straight))
+    expected, expected_val = train_losses(metrics(straight)), val_loss_by_step(metrics(straight))
+    assert sorted(expected_val) == [3, 7, 8]
+    best_step = min(expected_val, key=expected_val.get) + 1
+    assert best_step == 9 and step_of(straight / "checkpoints" / "best.ckpt") == 9  # the final validation counts
+    assert best_score(straight) == pytest.approx(min(expected_val.values()))
     final = load_file(straight / "model" / "model.safetensors")
     original = MaskedLMModule.training_step
 
@@ -119,15 +141,20 @@ def test_signal_or_crash_then_resume_is_exact(tmp_path, store, monkeypatch):
     with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM after step 5"):
         train(config, run_dir=tmp_path / "signal")
     assert signal.getsignal(signal.SIGTERM) == handler_before
+    # SIGTERM in step 4, which validates: the checkpoint is written again after the validation
+    interrupt_at(6, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM after step 4"):
+        train(config, run_dir=tmp_path / "validating")
+    assert best_score(tmp_path / "validating") == val_loss_by_step(metrics(tmp_path / "validating"))[3]
     # a crash in step 6 leaves the periodic checkpoint of step 3
     interrupt_at(10, crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, run_dir=tmp_path / "crash")
     monkeypatch.setattr(MaskedLMModule, "training_step", original)
 
-    for name, saved_step in (("signal", 5), ("crash", 3)):
+    for name, saved_step in (("signal", 5), ("validating", 4), ("crash", 3)):
         cut = tmp_path / name
-        assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == saved_step
+        assert step_of(cut / "checkpoints" / "last.ckpt") == saved_step
         assert not (cut / "model").exists()
         with pytest.raises(GenossmError, match="pass --resume"):
             train(config, run_dir=cut)
@@ -135,17 +162,47 @@ def test_signal_or_crash_then_resume_is_exact(tmp_path, store, monkeypatch):
         resumed = train_losses(metrics(cut, 1))
         assert min(resumed) == saved_step  # continues at the checkpoint's step (logged 0-based)
         assert {**train_losses(metrics(cut, 0)), **resumed} == expected  # same batches, masks, weights
-        assert val_losses(metrics(cut, 1))[7]["val_loss"] == val_losses(metrics(straight))[7]["val_loss"]
+        # the validations the straight run made after the checkpoint's step, no more, no fewer
+        validated = val_loss_by_step(metrics(cut, 1))
+        assert validated == {s: v for s, v in expected_val.items() if s >= saved_step}
+        assert {**val_loss_by_step(metrics(cut, 0)), **validated} == expected_val
+        assert step_of(cut / "checkpoints" / "best.ckpt") == best_step and best_score(cut) == best_score(straight)
         weights = load_file(cut / "model" / "model.safetensors")
         assert all(torch.equal(final[k], weights[k]) for k in final)
 
 
+def test_signal_to_the_data_loader_workers_too(tmp_path, store, monkeypatch):
+    """SLURM signals every process of a job step, as `kill -TERM -PGID` does: workers leave it to the main process."""
+    config = tiny_config(store, data={"num_workers": 2},
+                         trainer={"max_steps": 4, "val_every_n_steps": 2, "checkpoint_every_n_steps": 10})
+    original = MaskedLMModule.training_step
+
+    def step(self, batch, batch_idx):
+        if batch_idx == 2:  # step 3: the training and the validation loaders' workers are up
+            workers = multiprocessing.active_children()
+            assert len(workers) >= 2
+            for pid in (os.getpid(), *(w.pid for w in workers)):
+                os.kill(pid, signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(MaskedLMModule, "training_step", step)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM after step 3"):
+        train(config, run_dir=run)
+    monkeypatch.setattr(MaskedLMModule, "training_step", original)
+    assert step_of(run / "checkpoints" / "last.ckpt") == 3
+    train(config, run_dir=run, resume=True)
+    assert step_of(run / "checkpoints" / "last.ckpt") == 4 and sorted(train_losses(metrics(run, 1))) == [3]
+
+
 def test_extending_a_finished_run_continues_its_step_count(tmp_path, store):
-    run = train(tiny_config(store, trainer={"max_steps": 4, "val_every_n_steps": 2}), run_dir=tmp_path / "run")
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
-    train(tiny_config(store, trainer={"max_steps": 6, "val_every_n_steps": 2}), run_dir=run, resume=True)
-    assert sorted(train_losses(metrics(run, 1))) == [4, 5]  # logged 0-based: the 5th and 6th steps
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    # the last step, 5, validates off the val_every_n_steps grid
+    run = train(tiny_config(store, trainer={"max_steps": 5, "val_every_n_steps": 2}), run_dir=tmp_path / "run")
+    assert step_of(run / "checkpoints" / "last.ckpt") == 5 and sorted(val_loss_by_step(metrics(run, 0))) == [1, 3, 4]
+    train(tiny_config(store, trainer={"max_steps": 7, "val_every_n_steps": 2}), run_dir=run, resume=True)
+    assert sorted(train_losses(metrics(run, 1))) == [5, 6]  # logged 0-based: the 6th and 7th steps
+    assert sorted(val_loss_by_step(metrics(run, 1))) == [5, 6]
+    assert step_of(run / "checkpoints" / "last.ckpt") == 7
 
 
 def test_reads_store_trains_without_validation(tmp_path, shared_data):
@@ -155,6 +212,30 @@ def test_reads_store_trains_without_validation(tmp_path, shared_data):
     run = train(tiny_config(reads.path, trainer={"max_steps": 4}), run_dir=tmp_path / "run")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # no val split: no best
     assert len(train_losses(metrics(run))) == 4 and (run / "model" / "model.safetensors").is_file()
+
+
+def test_held_out_windows_need_a_base(tmp_path):
+    rng = np.random.default_rng(0)
+    bases = "".join("ACGT"[i] for i in rng.integers(0, 4, 2500))
+    heldout = {"val": [("c", 2500, 3000)]}  # two validation windows
+    gap = create_store(tmp_path / "gap.store", [("c", bases + "N" * 500)], heldout=heldout)
+    with pytest.raises(GenossmError, match="held-out \"val\" windows have no A/C/G/T base"):
+        train(tiny_config(gap.path), run_dir=tmp_path / "gap")
+    # a single base among Ns: the masking selects it at every validation
+    lone = create_store(tmp_path / "lone.store", [("c", bases + "N" * 250 + "A" + "N" * 249)], heldout=heldout)
+    run = train(tiny_config(lone.path, trainer={"max_steps": 2, "val_every_n_steps": 1}), run_dir=tmp_path / "lone")
+    assert [r["val_bases"] for r in val_losses(metrics(run)).values()] == [1, 1]
+
+
+def test_masking_selects_a_base_in_every_row_that_has_one():
+    ids = torch.randint(0, 4, (3, 64), generator=torch.Generator().manual_seed(0))
+    eligible = torch.zeros(3, 64, dtype=torch.bool)
+    eligible[1, 10] = True
+    eligible[2] = True
+    for seed in range(20):
+        _, selected = mask_tokens(ids, eligible, [seed, seed, seed], MaskingConfig())
+        assert not selected[0].any() and selected[1].tolist() == eligible[1].tolist()
+        assert 1 <= int(selected[2].sum()) < 64
 
 
 def test_run_directory_guards(tmp_path, store):

@@ -14,6 +14,7 @@ sampler covers the whole run, micro-batch ``0 .. max_steps * accumulate_grad_bat
 at the restored step, so a resumed run sees exactly the windows an uninterrupted run would have.
 """
 
+import signal
 import warnings
 
 import numpy as np
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from genossm.errors import GenossmError
 from genossm.store import TokenStore
 from genossm.tokenize import N, PAD, reverse_complement
+from genossm.train.callbacks import STOP_SIGNALS
 from genossm.train.config import DataConfig
 from genossm.train.windows import Layout, TrainingStretches, validation_windows
 
@@ -173,6 +175,14 @@ class GenomeDataModule(pl.LightningDataModule):
             raise GenossmError("no training bases left once the held-out regions are removed",
                                path=self.config.store)
         self.val_windows = validation_windows(self.layout, self.config.window, "val", self.config.max_val_windows)
+        if self.val_windows and not any(self._has_base(store, w) for w in self.val_windows):
+            # nothing to score: no val_loss to log, nor to choose best.ckpt by
+            raise GenossmError('the held-out "val" windows have no A/C/G/T base to score (all N?)',
+                               path=self.config.store)
+
+    def _has_base(self, store, w) -> bool:
+        ids, _ = store.window(self.layout.names[w.contig], w.start, w.start + w.length)
+        return bool((ids[w.score_start : w.score_end] < N).any())
 
     @property
     def num_val_windows(self) -> int:
@@ -207,4 +217,13 @@ class GenomeDataModule(pl.LightningDataModule):
         workers = self.config.num_workers
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0,
+                          worker_init_fn=_leave_stop_signals_to_main,
                           pin_memory=self.config.pin_memory and on_gpu, **kwargs)
+
+
+def _leave_stop_signals_to_main(worker_id: int) -> None:
+    """SLURM (and ``kill`` of a process group) signals every process of the job, workers included.
+    A worker killed by one would fail the main process before it writes its checkpoint
+    (callbacks.StepCheckpoint), which shuts the workers down itself."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)

@@ -21,7 +21,8 @@ _NO_DECAY_NAMES = ("A_log", "D")  # SSM decay rates and skip gains: weight decay
 def mask_tokens(ids: torch.Tensor, eligible: torch.Tensor, seeds, config: MaskingConfig):
     """BERT-style masking, each row from its own seed (so it is reproducible on resume).
 
-    ids (B, L) long; eligible (B, L) bool. Selects ``mask_prob`` of the eligible positions; of
+    ids (B, L) long; eligible (B, L) bool. Selects ``mask_prob`` of the eligible positions, and at
+    least one in a row that has any (so a validation window with few bases still scores one); of
     those, ``mask_token_frac`` become [MASK], ``random_token_frac`` a random base, the rest stay.
     Returns (inputs (B, L) long, selected (B, L) bool).
     """
@@ -34,7 +35,9 @@ def mask_tokens(ids: torch.Tensor, eligible: torch.Tensor, seeds, config: Maskin
         base = torch.randint(0, 4, (ids.shape[1],), generator=g, device=ids.device)  # (L,)
         rows.append((pick, action, base))
     pick, action, base = (torch.stack(parts) for parts in zip(*rows))  # (B, L) each
-    selected = eligible & (pick < config.mask_prob)
+    # the eligible position of lowest draw is selected whenever any is: adding it changes only empty rows
+    lowest = torch.where(eligible, pick, 2.0).argmin(1, keepdim=True)  # (B, 1)
+    selected = eligible & ((pick < config.mask_prob) | torch.zeros_like(eligible).scatter_(1, lowest, True))
     to_mask = selected & (action < config.mask_token_frac)
     to_random = selected & ~to_mask & (action < config.mask_token_frac + config.random_token_frac)
     inputs = torch.where(to_mask, torch.full_like(ids, MASK), ids)
@@ -85,9 +88,9 @@ class MaskedLMModule(pl.LightningModule):
         self._val_sums += torch.stack([loss_sum, correct, count]).double()
 
     def on_validation_epoch_end(self):
+        # count >= 1: GenomeDataModule refuses validation windows without a base, and mask_tokens
+        # selects one in every window that has any
         loss_sum, correct, count = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum").tolist()
-        if count == 0:
-            return
         loss = loss_sum / count
         metrics = {"val_loss": loss, "val_accuracy": correct / count, "val_perplexity": math.exp(loss),
                    "val_bits_per_base": loss / math.log(2), "val_bases": count}

@@ -5,8 +5,10 @@ Run directory layout (``-o RUN_DIR`` or ``out_dir`` in the config)::
     RUN_DIR/
       config.yaml                  the resolved config (file + overrides) the run uses
       checkpoints/last.ckpt        latest state: every trainer.checkpoint_every_n_steps, on
-                                   SIGUSR1/SIGTERM, and at the end (what --resume continues from)
-      checkpoints/best.ckpt        lowest val_loss so far (only when the store has "val" regions)
+                                   SIGUSR1/SIGTERM, and at the end (what --resume continues from);
+                                   on a step that validates, written after its validation
+      checkpoints/best.ckpt        lowest val_loss so far (only when the store has "val" regions);
+                                   validation runs every trainer.val_every_n_steps and at the end
       logs/csv/version_N/metrics.csv        train_loss, lr, val_loss, val_accuracy,
                                             val_perplexity, val_bits_per_base, val_bases per step
       logs/tensorboard/version_N/           the same for TensorBoard
@@ -21,7 +23,7 @@ network's weights are under ``state_dict["model.*"]`` and its config under
 Resume (``resume=True``) continues from ``checkpoints/last.ckpt`` at the same optimizer step with
 the same data (see ``genossm.train.data``); a SLURM job requeued after SIGUSR1 resumes on its own.
 SIGUSR1 or SIGTERM (``scancel``, preemption, ``kill``) writes ``last.ckpt`` at the end of the
-optimizer step in flight and stops with an error that says so (``callbacks.SignalCheckpoint``);
+optimizer step in flight and stops with an error that says so (``callbacks.StepCheckpoint``);
 Ctrl-C stops at once, leaving the last periodic checkpoint.
 
 On a SLURM cluster, one task per GPU; Lightning takes the ranks from the SLURM environment and
@@ -49,7 +51,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from genossm.errors import GenossmError
-from genossm.train.callbacks import AtomicCheckpointIO, FinalCheckpoint, SignalCheckpoint, StderrProgressBar
+from genossm.train.callbacks import AtomicCheckpointIO, StderrProgressBar, StepCheckpoint
 from genossm.train.config import TrainConfig, save_config
 from genossm.train.data import GenomeDataModule
 from genossm.train.module import MaskedLMModule
@@ -86,8 +88,6 @@ def train(config: TrainConfig, run_dir=None, resume: bool = False) -> Path:
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
-    if has_val and trainer.global_step % config.trainer.val_every_n_steps:
-        trainer.validate(module, datamodule=data, verbose=False)  # the final model's held-out metrics
     if trainer.is_global_zero:
         module.model.save_pretrained(run_dir / "model")  # atomic: a temporary sibling renamed into place
         rank_zero_info(f"final model: {run_dir / 'model'}")
@@ -104,17 +104,13 @@ def _trainer(config: TrainConfig, run_dir: Path, last: Path, has_val: bool) -> p
     slurm = _slurm_layout(config)
     if slurm is not None:
         devices, num_nodes = slurm
-        plugins.append(SLURMEnvironment(auto_requeue=False))  # requeue is SignalCheckpoint's job
+        plugins.append(SLURMEnvironment(auto_requeue=False))  # requeue is StepCheckpoint's job
     distributed = num_nodes > 1 or (devices != "auto" and devices > 1)
-    callbacks = [
-        ModelCheckpoint(dirpath=last.parent, filename="last", every_n_train_steps=t.checkpoint_every_n_steps,
-                        save_top_k=1, enable_version_counter=False),
-        SignalCheckpoint(last),
-        FinalCheckpoint(last, t.checkpoint_every_n_steps),
-    ]
-    if has_val:
+    callbacks = []
+    if has_val:  # Lightning runs checkpoint callbacks last, in this order: last.ckpt records this one's score
         callbacks.append(ModelCheckpoint(dirpath=last.parent, filename="best", monitor="val_loss", mode="min",
                                          save_top_k=1, enable_version_counter=False))
+    callbacks.append(StepCheckpoint(last, t.checkpoint_every_n_steps, t.val_every_n_steps if has_val else None))
     if t.progress_bar:
         callbacks.append(StderrProgressBar())
     try:
