@@ -66,6 +66,7 @@ def test_parse_region():
 @pytest.mark.parametrize("text, lengths, message", [
     ("chr1:0-10", None, "start must be >= 1"),
     ("chr1:10-5", None, "end >= start"),
+    ("chr1:10-9", None, "end >= start"),  # one before start: empty, not [9, 9)
     ("chr1:a-b", None, "expected chr:start-end"),
     ("chrZ:1-5", LENGTHS, "unknown contig 'chrZ'"),
     ("chr2:1-501", LENGTHS, "past the end"),

@@ -181,6 +181,22 @@ def test_reference_case_and_topology_every_backend(tmp_path):
             assert ref.fetch("circ", 0, 8) == "ggccAATT"
 
 
+def test_index_older_than_the_fasta_is_refused(tmp_path):
+    import os
+
+    import pysam
+
+    path = tmp_path / "ref.fa"
+    path.write_text(">a\nAAAACCCCGGGGTTTT\n>b\nTTTTGGGG\n")
+    pysam.faidx(str(path))
+    assert open_reference(path).length("a") == 16
+    path.write_text(">a\nAAAACCCCGGGGTTTT\nGTAC\n>b\nTTTTGGGG\n")  # edited after indexing
+    fai = tmp_path / "ref.fa.fai"
+    os.utime(fai, (fai.stat().st_atime, path.stat().st_mtime - 10))
+    with pytest.raises(GenossmError, match=r"ref\.fa: index ref\.fa\.fai is older than the FASTA; rebuild it"):
+        open_reference(path)
+
+
 def test_open_reference_rejects_non_fasta(tmp_path, shared_data):
     with pytest.raises(GenossmError, match="not a FASTA file"):
         open_reference(shared_data / "human_brca1" / "brca1_HG00096.bam")

@@ -60,6 +60,44 @@ def test_corrupt_gzip_genbank(tmp_path):
                          "bad.gbk.gz: cannot read file")
 
 
+def test_bgzip_cut_between_blocks(tmp_path):
+    from Bio import bgzf
+
+    path = tmp_path / "cut.fa.gz"
+    with bgzf.BgzfWriter(str(path), "wb") as out:
+        out.write(b">chr1\n" + b"ACGTTGCA\n" * 20_000)  # 180 kB: three blocks
+    data = path.read_bytes()
+    first = int.from_bytes(data[16:18], "little") + 1  # BSIZE + 1: the first block, whole
+    path.write_bytes(data[:first])  # a whole block, no end-of-file block: gzip itself sees no cut
+    assert_clean_failure(run(path, "-o", tmp_path / "out"), tmp_path,
+                         "cut.fa.gz: truncated gzip file (bgzip file without its end-of-file block)")
+
+
+def test_truncated_genbank(tmp_path):
+    lines = ["LOCUS       T4.1       120 bp    DNA     linear   UNK 01-JAN-1980", "ACCESSION   T4",
+             "VERSION     T4.1", "ORIGIN", "        1 acgtacgtac gtacgtacgt acgtacgtac gtacgtacgt acgtacgtac gtacgtacgt",
+             "       61 acgtacgtac gtacgtacgt acgtacgtac gtacgtacgt acgtacgtac gtacgtacgt", "//"]
+    path = tmp_path / "cut.gb"
+    path.write_text("\n".join(lines[:5]) + "\n")  # ends inside ORIGIN
+    assert_clean_failure(run(path, "-o", tmp_path / "out"), tmp_path,
+                         "cut.gb: record 1: truncated GenBank record: Premature end of file")
+    path.write_text("\n".join(lines[:5] + lines[6:]) + "\n")  # 60 of the 120 bases LOCUS promises
+    assert_clean_failure(run(path, "-o", tmp_path / "out"), tmp_path,
+                         "cut.gb: record 1: truncated GenBank record: Expected sequence length 120, found 60")
+
+
+def test_corrupt_bam_and_unwritable_output(tmp_path, brca1):
+    data = bytearray((brca1 / "brca1_HG00096.bam").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0xFF for b in data[middle : middle + 200])
+    bam = tmp_path / "corrupt.bam"
+    bam.write_bytes(bytes(data))
+    assert_clean_failure(run(bam, "-o", tmp_path / "out"), tmp_path, "corrupt.bam: record ", "cannot read alignments")
+    (tmp_path / "ok.fa").write_text(">a\nACGT\n")  # -o inside a path that is a file
+    assert_clean_failure(run(tmp_path / "ok.fa", "-o", tmp_path / "ok.fa" / "out"), tmp_path,
+                         "ok.fa/out: cannot create output")
+
+
 def test_duplicate_names_across_files(tmp_path):
     (tmp_path / "a.fa").write_text(">x\nACGT\n")
     (tmp_path / "b.fa").write_text(">y\nAC\n>x\nGG\n")

@@ -19,6 +19,7 @@ otherwise; an included secondary or supplementary record gets ``@secondary:CONTI
 ``@supplementary:CONTIG:POS`` appended (POS 1-based), so stored names stay unique.
 """
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,19 +67,28 @@ class ReadBatch:
     lengths: np.ndarray  # (reads,) int64
 
 
+@contextlib.contextmanager
 def open_alignments(path, fmt: str, reference=None):
-    """Open a BAM/CRAM/SAM (aligned or not) with pysam; CRAM needs ``reference``."""
+    """Open a BAM/CRAM/SAM (aligned or not) with pysam; CRAM needs ``reference``. A context
+    manager: htslib stays quiet while the file is read (errors are ours, one line each), and a
+    damaged file's failure to close does not replace the error that reading it raised."""
     import pysam
 
     if fmt == "cram" and reference is None:
         raise GenossmError("CRAM input needs --reference (the FASTA it was compressed against)", path=path)
-    verbosity = pysam.set_verbosity(0)  # silence htslib's "could not load index": regions check it
+    verbosity = pysam.set_verbosity(0)  # also silences "could not load index": regions check it
     try:
-        return pysam.AlignmentFile(
-            str(path), _MODES[fmt], check_sq=False, reference_filename=None if reference is None else str(reference)
-        )
-    except (OSError, ValueError) as err:
-        raise GenossmError(f"cannot open as {fmt.upper()}: {err}", path=path) from None
+        try:
+            alignments = pysam.AlignmentFile(
+                str(path), _MODES[fmt], check_sq=False,
+                reference_filename=None if reference is None else str(reference))
+        except (OSError, ValueError) as err:
+            raise GenossmError(f"cannot open as {fmt.upper()}: {err}", path=path) from None
+        try:
+            yield alignments
+        finally:
+            with contextlib.suppress(OSError):
+                alignments.close()
     finally:
         pysam.set_verbosity(verbosity)
 
@@ -152,7 +162,9 @@ def _records(alignments, path, regions, stats):
                 yield record
             previous_chrom, previous_end = chrom, end
     except OSError as err:
-        raise GenossmError(f"cannot read alignments: {err}", path=path, where=f"record {stats.records + 1}") from None
+        hint = " (or a --reference other than the one it was compressed against)" if alignments.is_cram else ""
+        raise GenossmError(f"cannot read alignments: {err}{hint}", path=path,
+                           where=f"record {stats.records + 1}") from None
 
 
 def _merge(regions, contig_order):

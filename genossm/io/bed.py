@@ -105,7 +105,7 @@ def parse_region(text: str, lengths: dict | None = None) -> BedRegion:
         if lengths is None or chrom not in lengths:
             raise GenossmError(f"unknown contig {chrom!r}", where=f"region {text!r}")
         start, end = 0, lengths[chrom]
-    if start < 0 or end < start:
+    if start < 0 or end <= start:  # start is 0-based here, end 1-based inclusive: end >= start + 1
         raise GenossmError("start must be >= 1 and end >= start (1-based, inclusive)", where=f"region {text!r}")
     region = BedRegion(chrom, start, end)
     if lengths is not None:

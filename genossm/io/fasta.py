@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from genossm.errors import GenossmError
-from genossm.io.files import GZIP_MAGIC, detect_format, is_gzip, iter_blocks, open_input, prefetch
+from genossm.io.files import detect_format, is_bgzf_header, is_gzip, iter_blocks, open_input, prefetch
 from genossm.tokenize import _WHITESPACE, decode
 
 _CIRCULAR_WORDS = {"circular", "topology=circular"}
@@ -274,10 +274,9 @@ def _bgzf_range_reader(path):
 
 
 def is_bgzip(path) -> bool:
-    """True for BGZF files: gzip with the FEXTRA 'BC' subfield (what bgzip and htslib write)."""
+    """True for BGZF files (see ``files.is_bgzf_header``)."""
     with open_input(path) as handle:
-        head = handle.read(18)
-    return len(head) == 18 and head[:2] == GZIP_MAGIC and bool(head[3] & 4) and head[12:14] == b"BC"
+        return is_bgzf_header(handle.read(18))
 
 
 def open_reference(path) -> Reference:
@@ -292,6 +291,11 @@ def open_reference(path) -> Reference:
     gzipped = is_gzip(path)
     bgzip = gzipped and is_bgzip(path)
     if Path(f"{path}.fai").exists() and (not gzipped or (bgzip and Path(f"{path}.gzi").exists())):
+        for index in (Path(f"{path}.fai"), Path(f"{path}.gzi")):
+            if index.exists() and index.stat().st_mtime < path.stat().st_mtime:
+                # its offsets may point anywhere in the new file: sequence would come back wrong
+                raise GenossmError(f"index {index.name} is older than the FASTA; rebuild it (samtools faidx)",
+                                   path=path)
         return _FaidxReference(path, bgzip)
     return _MemoryReference(path)
 

@@ -17,6 +17,7 @@ except ImportError:
     inflate_lib = zlib
 
 GZIP_MAGIC = b"\x1f\x8b"
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")  # bgzip's last block
 FORMATS = ("fasta", "genbank", "bam", "cram", "sam")
 GENOME_FORMATS = ("fasta", "genbank")
 
@@ -86,19 +87,30 @@ def detect_format(path) -> str:
     return fmt
 
 
+def is_bgzf_header(head: bytes) -> bool:
+    """True for the first 18 bytes of a BGZF file: gzip with the FEXTRA 'BC' subfield (what
+    bgzip and htslib write)."""
+    return len(head) >= 18 and head[:2] == GZIP_MAGIC and bool(head[3] & 4) and head[12:14] == b"BC"
+
+
 def iter_blocks(path, hasher=None, progress=None):
     """Yield the decompressed content of ``path`` in blocks of bytes.
 
     Gzip files may hold several members (bgzip writes one per 64 kB); each is decompressed in
     turn. ``hasher`` (hashlib object) sees the raw file bytes; ``progress`` (tqdm) is advanced by
-    raw bytes read. A file that ends inside a gzip member raises "truncated gzip file".
+    raw bytes read. A file that ends inside a gzip member raises "truncated gzip file", and so
+    does a BGZF file (bgzip) that ends without its end-of-file block: one cut between blocks.
     """
     with open_input(path) as handle:
-        gzipped = handle.read(2) == GZIP_MAGIC
+        head = handle.read(18)
+        gzipped = head[:2] == GZIP_MAGIC
+        bgzf = is_bgzf_header(head)
         handle.seek(0)
         inflater = inflate_lib.decompressobj(31) if gzipped else None
-        member_open = False
+        member_open, tail = False, b""
         while raw := handle.read(_RAW_BLOCK if gzipped else _PLAIN_BLOCK):
+            if bgzf:
+                tail = (tail + raw[-len(BGZF_EOF):])[-len(BGZF_EOF):]
             if hasher is not None:
                 hasher.update(raw)
             if progress is not None:
@@ -122,6 +134,8 @@ def iter_blocks(path, hasher=None, progress=None):
                     raw = inflater.unconsumed_tail
         if member_open:
             raise GenossmError("truncated gzip file (ends inside a compressed block)", path=path)
+        if bgzf and tail != BGZF_EOF:
+            raise GenossmError("truncated gzip file (bgzip file without its end-of-file block)", path=path)
 
 
 def prefetch(iterator, depth: int = 4):

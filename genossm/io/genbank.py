@@ -5,11 +5,17 @@ come back uppercase."""
 
 import gzip
 import io
+import logging
+import warnings
 import zlib
 from dataclasses import dataclass
 
 from genossm.errors import GenossmError
 from genossm.io.files import is_gzip, open_input
+
+log = logging.getLogger(__name__)
+# Biopython only warns about these; each means sequence is missing, so it is an error here
+_TRUNCATION_WARNINGS = ("Premature end of file", "Expected sequence length")
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,10 @@ def read_genbank(path):
         while True:
             where = f"record {number + 1}"
             try:
-                entry = next(records, None)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    entry = next(records, None)
+                _check_warnings(caught, path, where)
             except (ValueError, AssertionError) as err:
                 raise GenossmError(f"malformed GenBank record: {err}", path=path, where=where) from None
             except (EOFError, OSError, zlib.error) as err:
@@ -51,3 +60,12 @@ def read_genbank(path):
             yield GenbankRecord(name, entry.description, "circular" if topology == "circular" else "linear", number), sequence
     if number == 0:
         raise GenossmError("no GenBank records (expected a LOCUS line)", path=path)
+
+
+def _check_warnings(caught, path, where):
+    """Biopython's parser warnings for one record: truncation is an error, the rest one log line each."""
+    for warning in caught:
+        message = " ".join(str(warning.message).split())
+        if message.startswith(_TRUNCATION_WARNINGS):
+            raise GenossmError(f"truncated GenBank record: {message}", path=path, where=where)
+        log.warning(f"{path}: {where}: {message}")

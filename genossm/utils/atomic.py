@@ -10,6 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from genossm.errors import GenossmError
+
 
 @contextlib.contextmanager
 def atomic_output(path, directory: bool = False):
@@ -19,14 +21,17 @@ def atomic_output(path, directory: bool = False):
     On any exception the temporary is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.tmp-"
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix="".join(path.suffixes), dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix="".join(path.suffixes), dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as err:  # a parent that is a file, no permission, a read-only file system
+        raise GenossmError(f"cannot create output: {err.strerror or err}", path=path) from None
     try:
         yield tmp
         if directory and path.exists():
