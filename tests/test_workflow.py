@@ -145,11 +145,12 @@ def test_slurm_profile_gpu_requests_match_lightning(workdir, devices, nodes):
         assert (res["gpu"], res["gpu_model"], res["gres"]) == (str(devices), "a100", "")
     else:  # --gres=gpu:a100:<devices>, per node
         assert (res["gpu"], res["gpu_model"], res["gres"]) == ("0", "", f"gpu:a100:{devices}")
-    if devices * nodes > 1:  # one srun task per GPU
+    # one srun task per GPU, a single one too (SIGUSR1 reaches job steps only); tasks never per GPU
+    assert f"srun --nodes={nodes} --ntasks-per-node={devices}" in shell and res["tasks_per_gpu"] == "0"
+    if devices * nodes > 1:
         assert res["mpi"] == "srun"
-        assert f"srun --nodes={nodes} --ntasks-per-node={devices}" in shell
         assert (res["tasks_per_node"], res["tasks"]) == ((str(devices), "0") if devices > 1 else ("0", str(nodes)))
-    else:
+    else:  # the executor's MPI mode refuses one task; the key alone keeps it from adding srun -n1
         assert res["mpi"] == ""
     for rule in ("predict", "embed"):
         job = by_rule(jobs, rule)[0]

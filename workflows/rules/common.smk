@@ -171,9 +171,12 @@ def train_layout():
     """SLURM request of a training job: one task per device, `train_devices` per node.
 
     Resources the slurm executor reads: gpu + gpu_model (--gpus, a job total) on one node; gres
-    (--gres, per node) on several, so each node gets its share. `mpi` set makes the executor skip
-    its own `srun -n1`: the rule starts `srun` itself, with one task per device, when there are
-    several (Lightning reads ranks from SLURM). Unused keys are 0 or "".
+    (--gres, per node) on several, so each node gets its share. Under SLURM the rule starts `srun`
+    itself, one task per device (Lightning reads ranks from SLURM), for a single device too, so
+    that --signal=USR1 (delivered to job steps only) reaches it. `mpi` (set with several tasks:
+    the executor then wants tasks or tasks_per_node > 1) and even an empty `mpi` key keep the
+    executor from adding its own `srun -n1`. tasks_per_gpu 0 stops it from reading `tasks` as
+    tasks per GPU. Unused keys are 0 or "".
     """
     gpu = config["gpu"]
     devices, nodes = gpu["train_devices"], gpu["train_nodes"]
@@ -187,6 +190,7 @@ def train_layout():
         "mpi": "srun" if tasks > 1 else "",
         "tasks_per_node": devices if tasks > 1 and devices > 1 else 0,
         "tasks": tasks if tasks > 1 and devices == 1 else 0,
+        "tasks_per_gpu": 0,
         "nodes": nodes,
     }
 

@@ -29,6 +29,7 @@ rule train:
         mpi=TRAIN["mpi"],
         tasks=TRAIN["tasks"],
         tasks_per_node=TRAIN["tasks_per_node"],
+        tasks_per_gpu=TRAIN["tasks_per_gpu"],
         nodes=TRAIN["nodes"],
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output[0]),
@@ -37,8 +38,8 @@ rule train:
     shell:
         """
         launch=""
-        if [ -n "${{SLURM_JOB_ID:-}}" ] && [ -n "{resources.mpi}" ]; then
-            launch="{resources.mpi} --nodes={resources.nodes} --ntasks-per-node={params.devices} --kill-on-bad-exit=1"
+        if [ -n "${{SLURM_JOB_ID:-}}" ]; then
+            launch="srun --nodes={resources.nodes} --ntasks-per-node={params.devices} --kill-on-bad-exit=1"
         fi
         resume=""
         if [ -f {params.run_dir:q}/checkpoints/last.ckpt ]; then
