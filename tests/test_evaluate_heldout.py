@@ -177,6 +177,11 @@ def test_cli_bad_input(tmp_path):
     done = evaluate("--smoke", "--windows", "", "-o", out, bad)
     assert done.exit_code == 2 and not out.exists()
     assert "invalid character 'X'" in done.stderr.strip().splitlines()[-1]
+    fasta.write_text(">c\n" + "ACGTTGCAAGCT" * 300 + "\n")  # options of genome files given with a store:
+    done = evaluate("--smoke", "--windows", "", "-o", out, "-w", tmp_path / "work", fasta)  # refused, not ignored
+    assert done.exit_code == 0, done.stderr[-2000:]
+    done = evaluate("--smoke", "--windows", "", "--holdout-fraction", "0.2", "-o", out, tmp_path / "work" / "genome.store")
+    assert done.exit_code == 2 and "--holdout-fraction: only for genome files" in done.stderr
 
 
 def evaluate(*args):

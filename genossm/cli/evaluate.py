@@ -9,6 +9,7 @@ of the whole pipeline; options given explicitly still win.
 import dataclasses
 import shlex
 import time
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -155,6 +156,12 @@ def heldout(output, smoke, device, precision, threads, progress, inputs, work_di
     from genossm.evaluate import HeldoutConfig, run_heldout
     from genossm.evaluate.record import heldout_table
 
+    ctx = click.get_current_context()
+    genome_only = [f"--{name.replace('_', '-')}" for name in ("holdout_fraction", "topology")
+                   if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
+    if genome_only and len(inputs) == 1 and Path(inputs[0]).is_dir():
+        raise click.UsageError(f"{' and '.join(genome_only)}: only for genome files; the token store {inputs[0]} "
+                               "keeps the split and topologies it was built with")
     preset = HeldoutConfig.smoke() if smoke else HeldoutConfig()
     config = dataclasses.replace(preset, **{k: v for k, v in sizes.items() if v is not None})
     _run("heldout", lambda dev: run_heldout(inputs, config, work_dir=work_dir, split=split,
