@@ -14,7 +14,6 @@ and is not saved with the model (a buffer per scan direction, ``dt_threshold``).
 import math
 
 import torch
-import torch.nn.functional as F
 
 DIRECTION_NAMES = ("forward", "reverse")
 
@@ -31,7 +30,7 @@ def channel_dts(model, ids: torch.Tensor, dtype=None):
             x = mixer.x_projection(layer.norm(hidden))  # (B, L, E)
             for name, direction, u in zip(DIRECTION_NAMES, (mixer.fwd, mixer.rev), mixer.conv_inputs(x)):
                 delta, _, _ = direction.scan_inputs(u)
-                yield index, name, direction, F.softplus(delta.float() + direction.dt_proj.bias.float())
+                yield index, name, direction, direction.dt_from_delta(delta)
             hidden = layer(hidden)
 
 

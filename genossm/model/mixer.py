@@ -72,8 +72,11 @@ class ScanDirection(nn.Module):
         lowest value, whose softplus is exactly 0: those positions neither decay nor write."""
         if self.dt_threshold is None:
             return delta
-        dt = F.softplus(delta.float() + self.dt_proj.bias.float())
-        return delta.masked_fill(dt < self.dt_threshold, torch.finfo(delta.dtype).min)
+        return delta.masked_fill(self.dt_from_delta(delta) < self.dt_threshold, torch.finfo(delta.dtype).min)
+
+    def dt_from_delta(self, delta):
+        """dt = softplus(delta + bias) (B, L, E) float32, as the scan computes it."""
+        return F.softplus(delta.float() + self.dt_proj.bias.float())
 
     def scan_params(self):
         return -torch.exp(self.A_log.float()), self.D.float(), self.dt_proj.bias.float()
